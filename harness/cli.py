@@ -1,0 +1,188 @@
+"""python3 -m harness: run | judge | compare | list | kvm-probe
+
+Exit status (worst run wins; known target bugs do not count):
+  0 GOOD (or a VMware bundle written)   1 BAD        2 usage error
+  3 SKIP                                4 ERROR (the image's, or a harness cross-check failed)
+  5 CRASH     6 TIMEOUT     7 NO-OUTPUT     8 INCOMPLETE (offline log ends early)
+  9 UNAVAILABLE (the target cannot run here)
+"""
+
+import argparse
+import itertools
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import images
+from . import registry as regmod
+from . import report
+from . import targets as T
+from . import verdicts as V
+from .runner import TARGETS, RunSpec, judge_file, load_registry, run
+
+
+def _csv(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else []
+
+
+def _write_reports(args, recs):
+    if getattr(args, "json", None):
+        Path(args.json).write_text(report.to_json(recs))
+    if getattr(args, "junit", None):
+        Path(args.junit).write_text(report.junit(recs))
+
+
+def _print_runs(recs):
+    for r in recs:
+        print(report.table(r))
+        print()
+    if len(recs) > 1:
+        print(report.compare(recs))
+
+
+def cmd_list(args):
+    arches = [args.arch] if args.arch else list(images.ARCHES)
+    rc = 0
+    for a in arches:
+        try:
+            reg = load_registry(a, args.elf)
+        except regmod.ElfError as e:
+            print("%s: %s" % (a, e), file=sys.stderr)
+            rc = 4
+            continue
+        if reg is None:
+            print("%s: %s missing: run `make` first" % (a, args.elf or images.elf_path(a)),
+                  file=sys.stderr)
+            rc = 4
+            continue
+        print("== %s (%s)" % (a, reg.path))
+        print(regmod.format_list(reg, a))
+        print()
+    return rc
+
+
+def cmd_run(args):
+    if args.list:
+        return cmd_list(args)
+    tgts = _csv(args.target) or ["qemu-tcg"]
+    for t in tgts:
+        if t not in TARGETS:
+            print("unknown target %s (one of %s)" % (t, ", ".join(TARGETS)), file=sys.stderr)
+            return V.EXIT_USAGE
+    arches = _csv(args.arch) or ["amd64"]
+    models = _csv(args.cpu_model) or [None]
+    firmwares = _csv(args.firmware) or ["bios"]
+    specs = []
+    for t, a, fw in itertools.product(tgts, arches, firmwares):
+        for m in (models if t in ("bochs", "qemu-tcg", "qemu-kvm") else [None]):
+            if t == "bochs" and m is not None and m not in T.BOCHS_MODELS:
+                print("bochs CPU model must be one of %s" % ", ".join(T.BOCHS_MODELS),
+                      file=sys.stderr)
+                return V.EXIT_USAGE
+            specs.append(RunSpec(target=t, arch=a, cpu_model=m, cpus=args.cpus, firmware=fw,
+                                 boot=args.boot, opt=args.opt, tests=args.tests,
+                                 inject=args.inject, extra=args.cmdline, timeout=args.timeout,
+                                 iso=args.iso, elf=args.elf, font=args.font))
+    if args.out and len(specs) > 1:
+        for s in specs:
+            s.out = str(Path(args.out) / s.label())
+    elif args.out:
+        specs[0].out = args.out
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        recs = list(ex.map(run, specs))
+    _print_runs(recs)
+    for r in recs:
+        if r["verdict"] == V.BUNDLE:
+            print("VMware bundle: %s (see README.txt there)" % r["run_dir"])
+    _write_reports(args, recs)
+    return report.exit_code(recs)
+
+
+def cmd_judge(args):
+    recs = [judge_file(s, arch=args.arch, elf=args.elf, target=args.target,
+                       cpu_model=args.cpu_model, tests=args.tests, screen=args.screen,
+                       screen_kind=args.screen_kind, font=args.font,
+                       target_version=args.target_version)
+            for s in args.serial]
+    _print_runs(recs)
+    _write_reports(args, recs)
+    return report.exit_code(recs)
+
+
+def cmd_compare(args):
+    recs = []
+    for f in args.results:
+        data = json.loads(Path(f).read_text())
+        recs += data["runs"] if isinstance(data, dict) and "runs" in data else [data]
+    print(report.compare(recs))
+    return report.exit_code(recs)
+
+
+def cmd_kvm_probe(args):
+    ok, reason = T.kvm_probe()
+    print("qemu-kvm: %s: %s" % ("available" if ok else "UNAVAILABLE", reason))
+    return 0 if ok else V.EXIT_STATUS[V.UNAVAILABLE]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python3 -m harness", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="boot the image on one or more targets and judge it")
+    r.add_argument("--target", help="comma list of: " + ", ".join(TARGETS) + " (default qemu-tcg)")
+    r.add_argument("--arch", help="comma list of i386, amd64 (default amd64)")
+    r.add_argument("--cpu-model", help="bochs: " + ", ".join(T.BOCHS_MODELS) +
+                   " (comma list); qemu: a -cpu value")
+    r.add_argument("--cpus", type=int, help="CPU count (bochs 1..8, default 1; qemu default 2)")
+    r.add_argument("--firmware", default="bios", help="bios, uefi or both: bios,uefi")
+    r.add_argument("--boot", choices=("kernel", "cdrom"), default="kernel",
+                   help="qemu BIOS boot: -kernel ELF (default) or the ISO")
+    r.add_argument("--opt", help="lhv_opt value, passed as given (e.g. 0x3e)")
+    r.add_argument("--tests", help="tests=<glob>[,<glob>...], leading - excludes")
+    r.add_argument("--inject", help="inject=<scenario id>: arm its negative control")
+    r.add_argument("--cmdline", help="extra text for the image command line, verbatim")
+    r.add_argument("--timeout", type=float, help="wall-clock limit per run in seconds")
+    r.add_argument("--out", help="run directory (kept logs); default images/runs/<stamp>-<label>")
+    r.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    r.add_argument("--json", help="write the JSON report here")
+    r.add_argument("--junit", help="write the JUnit XML report here")
+    r.add_argument("--iso", help="use this ISO instead of images/lhv-<arch>.iso")
+    r.add_argument("--elf", help="use this ELF instead of images/lhv-<arch>.elf")
+    r.add_argument("--font", help="font for framebuffer decoding (default images/font8x16.bin)")
+    r.add_argument("--list", action="store_true", help="list scenarios from the ELF registry")
+    r.set_defaults(func=cmd_run)
+
+    j = sub.add_parser("judge", help="judge serial logs captured elsewhere")
+    j.add_argument("serial", nargs="+")
+    j.add_argument("--arch", help="default: from the banner")
+    j.add_argument("--elf", help="registry source (default images/lhv-<arch>.elf when present)")
+    j.add_argument("--target", default="judge", help="target name for known bugs and reports")
+    j.add_argument("--target-version", help="target version for known bugs")
+    j.add_argument("--cpu-model")
+    j.add_argument("--tests", help="the tests= the image was given (for missing scenarios)")
+    j.add_argument("--screen", help="screen dump to check: VGA text (4000 bytes) or .ppm")
+    j.add_argument("--screen-kind", choices=("vga", "ppm"))
+    j.add_argument("--font")
+    j.add_argument("--json")
+    j.add_argument("--junit")
+    j.set_defaults(func=cmd_judge)
+
+    c = sub.add_parser("compare", help="side-by-side table from JSON reports")
+    c.add_argument("results", nargs="+")
+    c.set_defaults(func=cmd_compare)
+
+    ls = sub.add_parser("list", help="list scenarios and options from the ELF registry")
+    ls.add_argument("--arch")
+    ls.add_argument("--elf")
+    ls.set_defaults(func=cmd_list)
+
+    k = sub.add_parser("kvm-probe", help="say whether qemu-kvm can run VMX here, and why not")
+    k.set_defaults(func=cmd_kvm_probe)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)

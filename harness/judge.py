@@ -1,0 +1,244 @@
+"""Judge a parsed serial log: the run's verdict, per-scenario verdicts, and the
+consistency checks that catch a lying image.
+
+Rules (see DESIGN.md "Output"):
+- no LHV banner                     -> NO-OUTPUT (CRASH if the emulator saw one)
+- more than one banner              -> CRASH (the machine reset and ran again)
+- RESULT present: the TEST lines are the truth.  The harness recomputes the
+  RESULT (worst of GOOD < SKIP < ERROR < BAD, TIMEOUT = BAD; an `LHV ERROR:`
+  line adds ERROR; no scenario at all must give SKIP or ERROR) and the SUMMARY
+  counts; any disagreement, a duplicated or malformed TEST line, TEST lines
+  after RESULT, a SKIP/BAD/ERROR/TIMEOUT without its reason, a scenario id the
+  registry does not know, or a scenario the registry selects that never
+  reported, makes the run a harness ERROR.  `LHV RESULT: CRASH` is CRASH.
+- RESULT absent: TIMEOUT if the harness killed the run at its time limit,
+  CRASH if the emulator reported a crash / exited / LHV EXCEPTION lines were
+  printed, INCOMPLETE for an offline log that just stops.  Scenarios the
+  registry selects without a TEST line are listed as missing.
+"""
+
+from dataclasses import dataclass, field
+
+from . import known_bugs as kb
+from . import verdicts as V
+from .logparse import parse_log
+from .registry import SUBARCH_BITS
+
+
+@dataclass
+class ScenarioResult:
+    id: str
+    verdict: str
+    reason: str = ""
+    info: list = field(default_factory=list)
+    known_bug: object = None          # KnownBug or None
+
+    def to_dict(self):
+        return {"id": self.id, "verdict": self.verdict, "reason": self.reason,
+                "info": list(self.info),
+                "known_bug": self.known_bug.to_dict() if self.known_bug else None}
+
+
+@dataclass
+class Context:
+    """What the harness knows about how the log was produced."""
+    target: str = "judge"
+    arch: str = None                  # requested arch (checked against the banner)
+    cpu_model: str = None
+    cpus: int = None
+    firmware: str = None
+    target_version: str = None
+    tests: str = None                 # tests= given on the command line
+    opt: str = None                   # lhv_opt= given (string, as passed)
+    inject: str = None
+    cmdline: str = ""
+    ended: str = None                 # None (offline), "result", "timeout", "crash", "exited"
+    end_detail: str = ""
+    registry: object = None           # registry.Registry or None
+    known_bugs: tuple = kb.KNOWN_BUGS
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    reason: str = ""
+    image_result: str = None
+    scenarios: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    banner: dict = None
+    caps: dict = field(default_factory=dict)
+    tsc: dict = field(default_factory=dict)
+    summary: dict = None
+    errors: list = field(default_factory=list)
+    exceptions: list = field(default_factory=list)
+
+    @property
+    def effective_verdict(self):
+        """The verdict with known target bugs counted as GOOD."""
+        if self.problems or self.verdict not in (V.BAD, V.ERROR):
+            return self.verdict
+        if self.image_result != self.verdict or self.errors:
+            return self.verdict
+        vs = [V.GOOD if s.known_bug else s.verdict for s in self.scenarios]
+        return V.image_result(vs) or self.verdict
+
+    def by_id(self):
+        return {s.id: s for s in self.scenarios}
+
+    def to_dict(self):
+        return {
+            "verdict": self.verdict,
+            "effective_verdict": self.effective_verdict,
+            "reason": self.reason,
+            "image_result": self.image_result,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+            "scenarios": [s.to_dict() for s in self.scenarios],
+            "missing": list(self.missing),
+            "banner": self.banner,
+            "caps": dict(self.caps),
+            "summary": self.summary,
+            "lhv_errors": list(self.errors),
+            "exceptions": list(self.exceptions),
+            "image_time": {
+                "tsc_start": self.tsc.get("start"),
+                "tsc_end": self.tsc.get("end"),
+                "tsc_hz": self.tsc.get("hz"),
+                "elapsed_ms": self.tsc.get("elapsed_ms"),
+            },
+        }
+
+
+def _expected_selection(p, ctx):
+    reg = ctx.registry
+    if reg is None or p.banner is None:
+        return None
+    arch = p.banner.get("arch")
+    if arch not in SUBARCH_BITS:
+        return None
+    try:
+        opt = int(p.banner.get("opt", ""), 16)
+    except ValueError:
+        return None
+    return reg.selected(arch, opt, ctx.tests)
+
+
+def judge_text(text, ctx=None):
+    return judge(parse_log(text), ctx)
+
+
+def judge(p, ctx=None):
+    ctx = ctx or Context()
+    j = Judgement(verdict=V.ERROR, banner=p.banner, caps=p.caps, tsc=p.tsc,
+                  summary=p.summary, errors=list(p.errors), exceptions=list(p.exceptions),
+                  image_result=p.result)
+
+    # Scenario table (first TEST line per id wins; duplicates are a problem).
+    seen = {}
+    for t in p.tests:
+        if t.id in seen:
+            j.problems.append("TEST %s reported twice (line %d)" % (t.id, t.lineno))
+            continue
+        s = ScenarioResult(t.id, t.verdict, t.reason, list(p.infos.get(t.id, [])))
+        if t.verdict != V.GOOD and not t.reason:
+            j.problems.append("TEST %s: %s without a reason" % (t.id, t.verdict))
+        s.known_bug = kb.find(t.id, t.verdict, ctx.target, ctx.cpu_model,
+                              ctx.target_version, ctx.known_bugs)
+        seen[t.id] = s
+        j.scenarios.append(s)
+    for n, line in p.malformed:
+        j.problems.append("malformed TEST line %d: %r" % (n, line))
+
+    if not p.banners:
+        if ctx.ended == "crash":
+            j.verdict, j.reason = V.CRASH, "no LHV banner; " + (ctx.end_detail or "crash")
+        else:
+            j.verdict = V.NO_OUTPUT
+            j.reason = "no LHV banner on serial" + (
+                " (%s)" % ctx.end_detail if ctx.end_detail else "")
+        return j
+
+    b = p.banner
+    if ctx.arch and b.get("arch") and b.get("arch") != ctx.arch:
+        j.problems.append("banner says arch=%s, asked for %s" % (b.get("arch"), ctx.arch))
+    if ctx.firmware and b.get("boot") and b.get("boot") != ctx.firmware:
+        j.problems.append("banner says boot=%s, booted by %s" % (b.get("boot"), ctx.firmware))
+
+    expected = _expected_selection(p, ctx)
+    reported = set(seen)
+    if ctx.registry is not None and b.get("arch") in SUBARCH_BITS:
+        known_ids = set(ctx.registry.ids(b.get("arch")))
+        for sid in sorted(reported - known_ids):
+            j.problems.append("TEST %s: not a scenario of this image's registry" % sid)
+    if expected is not None:
+        j.missing = [sid for sid in expected if sid not in reported]
+
+    if len(p.banners) > 1:
+        j.verdict = V.CRASH
+        j.reason = "LHV banner printed %d times (line %s): the machine reset" % (
+            len(p.banners), ", ".join(str(x["lineno"]) for x in p.banners))
+        return j
+
+    if p.result is None:
+        if ctx.ended == "timeout":
+            j.verdict, j.reason = V.TIMEOUT, ctx.end_detail or "run exceeded its time limit"
+        elif ctx.ended in ("crash", "exited"):
+            j.verdict, j.reason = V.CRASH, ctx.end_detail or "emulator ended before RESULT"
+        elif p.exceptions:
+            j.verdict, j.reason = V.CRASH, "log ends after: " + p.exceptions[-1]
+        else:
+            j.verdict, j.reason = V.INCOMPLETE, "log ends without LHV RESULT"
+        if j.missing:
+            j.reason += "; missing: " + ", ".join(j.missing)
+        return j
+
+    # RESULT present: cross-check everything the image claims.
+    if p.result_count > 1:
+        j.problems.append("LHV RESULT printed %d times" % p.result_count)
+    for n, line in p.after_result:
+        j.problems.append("line %d after RESULT: %r" % (n, line))
+    vs = [s.verdict for s in j.scenarios]
+    if p.errors:
+        want = V.image_result(vs + [V.ERROR])
+        allowed = {want}
+    elif not vs:
+        allowed = {V.SKIP, V.ERROR}
+        want = "SKIP or ERROR (no scenario reported)"
+    else:
+        want = V.image_result(vs)
+        allowed = {want}
+    if p.result != V.CRASH and p.result not in allowed:
+        j.problems.append("image says RESULT %s but its TEST lines give %s" % (p.result, want))
+    if p.summary is None:
+        if not p.errors:
+            j.problems.append("no LHV SUMMARY line before RESULT")
+    else:
+        counts = {"good": vs.count(V.GOOD), "bad": vs.count(V.BAD) + vs.count(V.TIMEOUT),
+                  "skipped": vs.count(V.SKIP), "error": vs.count(V.ERROR)}
+        if counts != p.summary:
+            j.problems.append("SUMMARY says %s but TEST lines count %s" % (
+                ", ".join("%d %s" % (p.summary[k], k) for k in counts),
+                ", ".join("%d %s" % (counts[k], k) for k in counts)))
+        if p.summary_count > 1:
+            j.problems.append("LHV SUMMARY printed %d times" % p.summary_count)
+    if j.missing and p.result != V.CRASH:
+        j.problems.append("selected but never reported: " + ", ".join(j.missing))
+    if ctx.ended == "crash":
+        j.problems.append("emulator reported a crash after RESULT: " + ctx.end_detail)
+
+    if p.result == V.CRASH:
+        j.verdict = V.CRASH
+        j.reason = "image reported CRASH" + (": " + p.exceptions[-1] if p.exceptions else "")
+    elif j.problems:
+        j.verdict = V.ERROR
+        j.reason = "harness: " + "; ".join(j.problems)
+    else:
+        j.verdict = p.result
+        if p.errors:
+            j.reason = "LHV ERROR: " + "; ".join(p.errors)
+        else:
+            bad = [s for s in j.scenarios if s.verdict != V.GOOD and s.verdict != V.SKIP]
+            j.reason = ", ".join("%s %s" % (s.id, s.verdict) for s in bad)
+    return j

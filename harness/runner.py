@@ -1,0 +1,266 @@
+"""One run: build the command line, boot on a target, judge, check the screen,
+and produce the run record (the dict that goes into the JSON report)."""
+
+import datetime
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import images
+from . import registry as regmod
+from . import screen as scr
+from . import targets as T
+from . import verdicts as V
+from .judge import Context, judge
+from .logparse import parse_log
+
+TARGETS = ("bochs", "qemu-tcg", "qemu-kvm", "vmware")
+
+
+@dataclass
+class RunSpec:
+    target: str
+    arch: str = "amd64"
+    cpu_model: str = None
+    cpus: int = None
+    firmware: str = "bios"
+    boot: str = "kernel"          # qemu BIOS: "kernel" (-kernel ELF) or "cdrom" (the ISO)
+    opt: str = None               # passed as given: lhv_opt=<opt>
+    tests: str = None
+    inject: str = None
+    extra: str = None             # anything else for the command line, verbatim
+    timeout: float = None
+    out: str = None
+    iso: str = None               # override image paths
+    elf: str = None
+    font: str = None
+
+    @property
+    def cmdline(self):
+        parts = []
+        if self.opt is not None:
+            parts.append("lhv_opt=%s" % self.opt)
+        if self.tests:
+            parts.append("tests=%s" % self.tests)
+        if self.inject:
+            parts.append("inject=%s" % self.inject)
+        if self.extra:
+            parts.append(self.extra)
+        return " ".join(parts)
+
+    def label(self):
+        bits = [self.target, self.arch]
+        if self.target == "bochs":
+            bits.append("%s-x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus))
+        elif self.target.startswith("qemu"):
+            bits.append(self.firmware if self.firmware == "uefi" else "bios-" + self.boot)
+            if self.cpus != 2:
+                bits.append("x%d" % self.cpus)
+        if self.cmdline:
+            bits.append(re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.cmdline)[:60])
+        return "-".join(bits)
+
+    def name(self):
+        """Short human name for tables and JUnit suites."""
+        n = "%s/%s" % (self.target, self.arch)
+        if self.target == "bochs":
+            n += "/%s x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus)
+        elif self.target.startswith("qemu"):
+            n += "/" + (self.firmware if self.firmware == "uefi" else "bios-" + self.boot)
+        if self.cmdline:
+            n += " [%s]" % self.cmdline
+        return n
+
+
+def load_registry(arch, elf=None):
+    path = Path(elf) if elf else images.elf_path(arch)
+    if not path.exists():
+        return None
+    return regmod.load(path)
+
+
+def default_timeout(spec, reg):
+    """Boot overhead plus a generous multiple of the selected scenarios' budgets."""
+    base = {"bochs": 60, "qemu-tcg": 60, "qemu-kvm": 30}.get(spec.target, 60)
+    if spec.firmware == "uefi":
+        base += 30
+    if reg is None:
+        return base + 120
+    opt = reg.default_opt()
+    if spec.opt is not None:
+        try:
+            opt = int(spec.opt, 16)
+        except ValueError:
+            pass
+    sel = set(reg.selected(spec.arch, opt, spec.tests))
+    budget = sum(s.budget_ms for s in reg.scenarios if s.id in sel) / 1000.0
+    return min(base + 3 * budget, 1800)
+
+
+def new_rundir(spec):
+    if spec.out:
+        d = Path(spec.out)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        d = images.images_dir() / "runs" / ("%s-%s" % (stamp, spec.label()))
+    d.mkdir(parents=True, exist_ok=True)
+    return d.resolve()
+
+
+def run(spec):
+    """Boot spec on its target and return the run record (a dict)."""
+    if spec.cpus is None:
+        spec.cpus = 1 if spec.target == "bochs" else 2
+    if spec.target in ("qemu-tcg", "qemu-kvm") and spec.firmware == "uefi":
+        spec.boot = "cdrom"
+    reg = None
+    try:
+        reg = load_registry(spec.arch, spec.elf)
+    except regmod.ElfError:
+        reg = None
+    if spec.timeout is None:
+        spec.timeout = default_timeout(spec, reg)
+    rundir = new_rundir(spec)
+    t0 = time.monotonic()
+    try:
+        if spec.target == "bochs":
+            o = T.run_bochs(spec, rundir)
+        elif spec.target == "qemu-tcg":
+            o = T.run_qemu(spec, rundir, accel="tcg")
+        elif spec.target == "qemu-kvm":
+            o = T.run_kvm(spec, rundir)
+        elif spec.target == "vmware":
+            o = T.run_vmware(spec, rundir)
+        else:
+            raise ValueError("unknown target %r (one of %s)" % (spec.target, ", ".join(TARGETS)))
+    except T.Unavailable as e:
+        return base_record(spec, rundir, V.UNAVAILABLE, str(e), time.monotonic() - t0)
+    except images.ImageError as e:
+        return base_record(spec, rundir, V.ERROR, "image: %s" % e, time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    if spec.target == "vmware":
+        rec = base_record(spec, rundir, V.BUNDLE,
+                          "bundle written to %s; boot it under VMware, then judge serial.log" % rundir,
+                          wall)
+        rec["logs"] = o.logs
+        return rec
+    ctx = Context(target=spec.target, arch=spec.arch, cpu_model=spec.cpu_model, cpus=spec.cpus,
+                  firmware=spec.firmware, target_version=o.version, tests=spec.tests,
+                  opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
+                  end_detail=o.end_detail, registry=reg)
+    serial_path = Path(o.logs["serial"])
+    text = serial_path.read_bytes() if serial_path.exists() else b""
+    rec = record(spec, ctx, judge(parse_log(text), ctx), o, wall, rundir)
+    return rec
+
+
+def base_record(spec, rundir, verdict, reason, wall):
+    return {
+        "name": spec.name(),
+        "target": spec.target,
+        "arch": spec.arch,
+        "cpu_model": spec.cpu_model,
+        "cpus": spec.cpus,
+        "firmware": spec.firmware,
+        "boot": spec.boot if spec.target.startswith("qemu") else
+                ("cdrom" if spec.target in ("bochs", "vmware") else None),
+        "options": {"opt": spec.opt, "tests": spec.tests, "inject": spec.inject,
+                    "extra": spec.extra, "cmdline": spec.cmdline},
+        "timeout_s": spec.timeout,
+        "wall_s": round(wall, 3),
+        "verdict": verdict,
+        "effective_verdict": verdict,
+        "reason": reason,
+        "run_dir": str(rundir) if rundir else None,
+        "logs": {},
+        "scenarios": [],
+        "missing": [],
+        "problems": [],
+        "screen": {"checked": False, "ok": None, "reason": "", "kind": None},
+    }
+
+
+def apply_screen(rec, j, rows, kind, error=""):
+    """Check the decoded screen against the judged serial log; may turn the
+    run into a harness ERROR (the screen must say what serial says)."""
+    scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
+    if j.image_result is not None and j.verdict not in (V.NO_OUTPUT,):
+        if rows is None:
+            scrn.update(checked=True, ok=False, reason=error or "no screen read back")
+        else:
+            ok, why, facts = scr.check(rows, j.image_result,
+                                       {s.id: s.verdict for s in j.scenarios})
+            scrn.update(checked=True, ok=ok, reason=why, **facts)
+    if rows is not None:
+        scrn["text"] = rows
+    rec["screen"] = scrn
+    if scrn["checked"] and not scrn["ok"]:
+        rec["problems"].append("screen: " + scrn["reason"])
+        if rec["verdict"] in (V.GOOD, V.SKIP, V.BAD):
+            rec["verdict"] = V.ERROR
+            rec["effective_verdict"] = V.ERROR
+            rec["reason"] = "screen disagrees with serial: " + scrn["reason"]
+
+
+def record(spec, ctx, j, o, wall, rundir):
+    rec = base_record(spec, rundir, j.verdict, j.reason, wall)
+    d = j.to_dict()
+    rec.update({k: d[k] for k in ("verdict", "effective_verdict", "reason", "image_result",
+                                  "problems", "notes", "scenarios", "missing", "banner",
+                                  "caps", "summary", "lhv_errors", "exceptions", "image_time")})
+    rec["target_version"] = o.version
+    rec["ended"] = o.ended
+    rec["end_detail"] = o.end_detail
+    rec["end_state"] = o.end_state
+    rec["emulator_exit_status"] = o.exit_status
+    rec["command"] = o.command
+    rec["logs"] = dict(o.logs)
+    if o.problems:
+        rec["problems"] += o.problems
+        if rec["verdict"] in (V.GOOD, V.SKIP, V.BAD):
+            rec["verdict"] = rec["effective_verdict"] = V.ERROR
+            rec["reason"] = "; ".join(o.problems)
+    apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error)
+    return rec
+
+
+def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, tests=None,
+               screen=None, screen_kind=None, font=None, target_version=None):
+    """Judge a serial log captured elsewhere; returns a run record."""
+    text = Path(serial).read_bytes()
+    p = parse_log(text)
+    arch = arch or (p.banner or {}).get("arch")
+    reg = None
+    if elf or arch in images.ARCHES:
+        try:
+            reg = load_registry(arch, elf)
+        except regmod.ElfError:
+            reg = None
+    ctx = Context(target=target, arch=arch, cpu_model=cpu_model, tests=tests, registry=reg,
+                  target_version=target_version)
+    j = judge(p, ctx)
+    spec = RunSpec(target=target, arch=arch or "?", cpu_model=cpu_model, tests=tests, cpus=0)
+    rec = base_record(spec, None, j.verdict, j.reason, 0.0)
+    rec["name"] = "%s: %s" % (target, serial)
+    rec["boot"] = (p.banner or {}).get("boot")
+    rec["firmware"] = (p.banner or {}).get("boot")
+    d = j.to_dict()
+    rec.update({k: d[k] for k in ("verdict", "effective_verdict", "reason", "image_result",
+                                  "problems", "notes", "scenarios", "missing", "banner",
+                                  "caps", "summary", "lhv_errors", "exceptions", "image_time")})
+    rec["registry"] = reg.path if reg else None
+    rec["logs"] = {"serial": str(serial)}
+    rows, err = None, ""
+    if screen:
+        kind = screen_kind or ("ppm" if str(screen).endswith(".ppm") else "vga")
+        try:
+            f = None
+            if kind == "ppm":
+                f = scr.load_font(font or images.require(images.font_path()))
+            rows = scr.read_rows(screen, kind, f)
+        except (OSError, ValueError, images.ImageError) as e:
+            err = "cannot read screen: %s" % e
+        rec["logs"]["screen"] = str(screen)
+        apply_screen(rec, j, rows, kind, err)
+    return rec

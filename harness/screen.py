@@ -1,0 +1,186 @@
+"""Read back what the image put on the screen, and check it against serial.
+
+VGA text: 80x25 cells of (character, attribute) bytes from 0xb8000.
+UEFI framebuffer: a PPM screendump; the image draws text in 8x16 cells from
+pixel (0,0) with images/font8x16.bin (256 glyphs x 16 bytes, MSB leftmost),
+light foreground on a dark background.  Cells are decoded by thresholding and
+looking the 16-byte bitmap up among the glyphs; anything else (the large
+banner drawn with filled blocks, the heartbeat) decodes as a space.
+"""
+
+import re
+
+from .verdicts import FAILED_VERDICTS
+
+VGA_COLS, VGA_ROWS = 80, 25
+CELL_W, CELL_H = 8, 16
+
+RE_SCREEN_RESULT = re.compile(r"LHV RESULT: (GOOD|BAD|SKIP|ERROR|CRASH)\b")
+RE_SCREEN_FAILED = re.compile(r"FAILED ([a-z0-9_]+): (BAD|ERROR|TIMEOUT)\b")
+
+
+def _printable(code):
+    return chr(code) if 0x20 <= code < 0x7f else " "
+
+
+def decode_vga_text(data, cols=VGA_COLS, rows=VGA_ROWS):
+    """(char, attr) byte pairs -> list of text rows (right-stripped)."""
+    out = []
+    for r in range(rows):
+        row = data[r * cols * 2:(r + 1) * cols * 2]
+        out.append("".join(_printable(c) for c in row[0::2]).rstrip())
+    return out
+
+
+def parse_ppm(data):
+    """Binary PPM (P6, maxval < 256) -> (width, height, rgb bytes)."""
+    pos = 0
+    fields = []
+    while len(fields) < 4:
+        while pos < len(data) and data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            while pos < len(data) and data[pos:pos + 1] != b"\n":
+                pos += 1
+            continue
+        start = pos
+        while pos < len(data) and not data[pos:pos + 1].isspace():
+            pos += 1
+        if start == pos:
+            raise ValueError("truncated PPM header")
+        fields.append(data[start:pos])
+    if fields[0] != b"P6":
+        raise ValueError("not a binary PPM (P6) file")
+    w, h, maxval = int(fields[1]), int(fields[2]), int(fields[3])
+    if maxval > 255:
+        raise ValueError("16-bit PPM not supported")
+    pos += 1                                   # the single whitespace after maxval
+    pix = data[pos:pos + w * h * 3]
+    if len(pix) != w * h * 3:
+        raise ValueError("truncated PPM data")
+    return w, h, pix
+
+
+def write_ppm(w, h, pix):
+    return b"P6\n%d %d\n255\n" % (w, h) + bytes(pix)
+
+
+def load_font(path_or_bytes):
+    data = path_or_bytes
+    if not isinstance(data, (bytes, bytearray)):
+        with open(path_or_bytes, "rb") as f:
+            data = f.read()
+    if len(data) != 256 * CELL_H:
+        raise ValueError("font must be 256 glyphs x 16 bytes, got %d bytes" % len(data))
+    return bytes(data)
+
+
+def glyph_table(font):
+    """bitmap (16 bytes) -> character; printable ASCII wins over other codes."""
+    table = {}
+    order = list(range(0x20, 0x7f)) + [c for c in range(256) if not 0x20 <= c < 0x7f]
+    for code in order:
+        g = font[code * CELL_H:(code + 1) * CELL_H]
+        table.setdefault(g, _printable(code))
+    return table
+
+
+_THRESH = bytes(1 if i >= 128 else 0 for i in range(256))
+
+
+def _bitplane(w, h, pix):
+    """1 byte per pixel: 1 where any channel is bright."""
+    n = w * h
+    acc = 0
+    for c in range(3):
+        acc |= int.from_bytes(pix[c::3].translate(_THRESH), "big")
+    return acc.to_bytes(n, "big")
+
+
+def decode_framebuffer(w, h, pix, font):
+    """Decode 8x16 text cells from an RGB image drawn with `font`."""
+    table = glyph_table(font)
+    plane = _bitplane(w, h, pix)
+    to01 = bytes.maketrans(b"\x00\x01", b"01")
+    cols, rows = w // CELL_W, h // CELL_H
+    out = []
+    for r in range(rows):
+        # each pixel row of this text row as a string of '0'/'1'
+        lines = [plane[(r * CELL_H + y) * w:(r * CELL_H + y) * w + cols * CELL_W].translate(to01)
+                 for y in range(CELL_H)]
+        chars = []
+        for c in range(cols):
+            x = c * CELL_W
+            bitmap = bytes(int(ln[x:x + CELL_W], 2) for ln in lines)
+            chars.append(table.get(bitmap, " "))
+        out.append("".join(chars).rstrip())
+    return out
+
+
+def render_text(rows, font, w=None, h=None, fg=(0xc0, 0xc0, 0xc0), bg=(0, 0, 0)):
+    """Render text rows into an RGB image with `font` (used by the tests)."""
+    cols = max((len(r) for r in rows), default=0)
+    w = w or cols * CELL_W
+    h = h or len(rows) * CELL_H
+    pix = bytearray(bytes(bg) * (w * h))
+    fgb = bytes(fg)
+    for r, text in enumerate(rows):
+        for c, ch in enumerate(text):
+            g = font[ord(ch) * CELL_H:(ord(ch) + 1) * CELL_H]
+            for y in range(CELL_H):
+                bits = g[y]
+                for x in range(CELL_W):
+                    if bits & (0x80 >> x):
+                        off = ((r * CELL_H + y) * w + c * CELL_W + x) * 3
+                        pix[off:off + 3] = fgb
+    return w, h, bytes(pix)
+
+
+def screen_facts(rows):
+    """What the screen says: last RESULT verdict and the FAILED set."""
+    result = None
+    failed = {}
+    for row in rows:
+        for m in RE_SCREEN_RESULT.finditer(row):
+            result = m.group(1)
+        for m in RE_SCREEN_FAILED.finditer(row):
+            failed[m.group(1)] = m.group(2)
+    return result, failed
+
+
+def check(rows, serial_result, serial_tests):
+    """Compare the screen with serial.
+
+    serial_tests: {id: verdict}.  Returns (ok, reason, facts dict).
+    """
+    result, failed = screen_facts(rows)
+    want = {sid: v for sid, v in serial_tests.items() if v in FAILED_VERDICTS}
+    facts = {"result": result, "failed": failed}
+    problems = []
+    if result is None:
+        problems.append("no 'LHV RESULT:' line on the screen")
+    elif result != serial_result:
+        problems.append("screen says RESULT %s, serial says %s" % (result, serial_result))
+    if failed != want:
+        extra = sorted(set(failed.items()) - set(want.items()))
+        missing = sorted(set(want.items()) - set(failed.items()))
+        if missing:
+            problems.append("not shown as FAILED on screen: %s"
+                            % ", ".join("%s: %s" % m for m in missing))
+        if extra:
+            problems.append("shown as FAILED on screen but not on serial: %s"
+                            % ", ".join("%s: %s" % e for e in extra))
+    return (not problems), "; ".join(problems), facts
+
+
+def read_rows(path, kind, font=None):
+    """Decode a saved screen: kind 'vga' (raw text memory) or 'ppm'."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if kind == "vga":
+        return decode_vga_text(data)
+    if kind == "ppm":
+        if font is None:
+            raise ValueError("a font is needed to decode a framebuffer dump")
+        return decode_framebuffer(*parse_ppm(data), font)
+    raise ValueError("unknown screen kind %r" % kind)

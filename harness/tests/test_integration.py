@@ -1,0 +1,170 @@
+"""Boot the built images (`make` first) under Bochs and QEMU TCG.
+
+Scenario lists come from the ELF registry, never from a list written here.
+Each test is one bounded boot; pytest -n 2 spreads them over both cores.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import images, registry, targets
+from harness import verdicts as V
+from harness.runner import RunSpec, run
+
+from .conftest import NO_IMAGE, need_images, registry_for, scenario_params, show
+
+ARCHES = images.ARCHES
+# Two Bochs CPU models, one of them with two CPUs.
+BOCHS_FULL = [("corei7_skylake_x", 1), ("tigerlake", 2)]
+# The negative controls run where every VMX feature LHV uses is offered.
+NEG_MODEL = ("tigerlake", 2)
+
+
+def _cpus_ok(req, cpus):
+    m = re.match(r"(?:cpus|smp)\s*>=?\s*(\d+)$", req)
+    return m and cpus < int(m.group(1))
+
+
+def skip_allowed(rec, sid, reg):
+    """A SKIP is acceptable only if a requirement of the scenario is missing
+    according to the image's own CAPS line (or the CPU count)."""
+    s = reg.get(sid)
+    caps = rec.get("caps") or {}
+    cpus = int((rec.get("banner") or {}).get("cpus", "0") or 0)
+    return any(caps.get(r) == "0" or _cpus_ok(r, cpus) for r in s.requires)
+
+
+def assert_clean(rec):
+    """No harness cross-check failed and the screen says what serial says."""
+    assert not rec["problems"], show(rec)
+    assert rec["screen"]["checked"] and rec["screen"]["ok"], show(rec)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("model,cpus", BOCHS_FULL)
+def test_bochs_all_scenarios(arch, model, cpus):
+    need_images()
+    reg = registry_for(arch)
+    assert reg.ids(arch), "registry of %s has no scenario" % arch
+    rec = run(RunSpec(target="bochs", arch=arch, cpu_model=model, cpus=cpus))
+    assert rec["verdict"] not in (V.TIMEOUT, V.CRASH, V.NO_OUTPUT, V.ERROR), show(rec)
+    assert_clean(rec)
+    assert (rec["banner"]["arch"], rec["banner"]["boot"], rec["banner"]["cpus"]) == \
+        (arch, "bios", str(cpus)), show(rec)
+    assert rec["caps"].get("vmx") == "1", show(rec)
+    by = {s["id"]: s for s in rec["scenarios"]}
+    selected = reg.selected(arch, int(rec["banner"]["opt"], 16))
+    assert not rec["missing"], show(rec)
+    for sid in selected:
+        s = by[sid]
+        if s["verdict"] == V.GOOD or s["known_bug"]:
+            continue
+        assert s["verdict"] == V.SKIP and skip_allowed(rec, sid, reg), \
+            "%s: %s (%s)%s" % (sid, s["verdict"], s["reason"], show(rec))
+    assert rec["effective_verdict"] in (V.GOOD, V.SKIP), show(rec)
+    assert rec["image_time"]["elapsed_ms"] is not None, show(rec)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("sid", sorted(set(scenario_params("i386") + scenario_params("amd64"))))
+def test_bochs_negative_control(arch, sid):
+    """inject=<id> makes L1 deliberately wrong for that scenario: it must say BAD."""
+    need_images()
+    if sid == NO_IMAGE:
+        pytest.fail("registry has no scenarios")
+    reg = registry_for(arch)
+    if sid not in reg.ids(arch):
+        pytest.skip("%s is not built for %s" % (sid, arch))
+    rec = run(RunSpec(target="bochs", arch=arch, cpu_model=NEG_MODEL[0], cpus=NEG_MODEL[1],
+                      tests=sid, inject=sid))
+    assert_clean(rec)
+    assert [s["id"] for s in rec["scenarios"]] == [sid], show(rec)
+    assert rec["scenarios"][0]["verdict"] == V.BAD, show(rec)
+    assert rec["verdict"] == V.BAD and rec["image_result"] == V.BAD, show(rec)
+
+
+QEMU_MODES = [("bios", "kernel"), ("bios", "cdrom"), ("uefi", "cdrom")]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("firmware,boot", QEMU_MODES)
+def test_qemu_tcg_boots_and_skips_vmx(arch, firmware, boot):
+    """QEMU TCG has no VMX: it boots, every VMX scenario SKIPs with a reason,
+    RESULT SKIP, and the screen (VGA text or framebuffer) agrees with serial."""
+    need_images()
+    reg = registry_for(arch)
+    rec = run(RunSpec(target="qemu-tcg", arch=arch, firmware=firmware, boot=boot))
+    assert rec["verdict"] == V.SKIP and rec["image_result"] == V.SKIP, show(rec)
+    assert_clean(rec)
+    assert rec["screen"]["kind"] == ("ppm" if firmware == "uefi" else "vga")
+    assert (rec["banner"]["arch"], rec["banner"]["boot"]) == (arch, firmware), show(rec)
+    assert rec["caps"].get("vmx") == "0", show(rec)
+    by = {s["id"]: s for s in rec["scenarios"]}
+    assert not rec["missing"], show(rec)
+    for sid in reg.selected(arch, int(rec["banner"]["opt"], 16)):
+        assert by[sid]["verdict"] == V.SKIP and by[sid]["reason"], show(rec)
+
+
+BAD_OPTIONS = [
+    pytest.param("lhv_opt=0xzz", id="malformed-opt"),
+    pytest.param("lhv_opt=0x100000000", id="unknown-bit"),
+    pytest.param("tests=no_such_scenario", id="unknown-test"),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("cmdline", BAD_OPTIONS)
+def test_bad_options_give_error(arch, cmdline):
+    need_images()
+    rec = run(RunSpec(target="qemu-tcg", arch=arch, extra=cmdline))
+    assert rec["verdict"] == V.ERROR and rec["image_result"] == V.ERROR, show(rec)
+    assert rec["lhv_errors"], show(rec)
+    assert_clean(rec)
+
+
+def test_lhv_opt_md_matches_registry():
+    need_images(iso=False)
+    md_path = images.REPO / "LHV_OPT.md"
+    assert md_path.exists(), "LHV_OPT.md is missing"
+    text = md_path.read_text()
+    table = registry.parse_lhv_opt_md(text)
+    assert table, "LHV_OPT.md has no '| 0x.. | NAME |' rows"
+    for arch in ARCHES:
+        reg = registry_for(arch)
+        elf = {o.value: o.name for o in reg.options}
+        assert elf, "%s: .lhv_options is empty" % arch
+        for value, name in sorted(elf.items()):
+            assert table.get(value) == name, \
+                "%s: option 0x%x %s is %s in LHV_OPT.md" % (arch, value, name,
+                                                            table.get(value, "absent"))
+        for value, name in sorted(table.items()):
+            assert elf.get(value) == name, \
+                "LHV_OPT.md row 0x%x %s is not in %s's .lhv_options" % (value, name, arch)
+        for sid in reg.ids():
+            assert re.search(r"\b%s\b" % re.escape(sid), text), \
+                "scenario %s is not described in LHV_OPT.md" % sid
+
+
+def test_list_command_reads_registry():
+    need_images(iso=False)
+    from .test_cli_report import harness
+    r = harness("run", "--list")
+    assert r.returncode == 0, r.stderr
+    for arch in ARCHES:
+        for sid in registry_for(arch).ids(arch):
+            assert sid in r.stdout
+
+
+def test_qemu_kvm_needs_real_vmx():
+    ok, reason = targets.kvm_probe()
+    if not ok:
+        rec = run(RunSpec(target="qemu-kvm", arch="amd64", elf="/nonexistent.elf"))
+        assert rec["verdict"] == V.UNAVAILABLE and rec["reason"] == reason
+        pytest.skip("qemu-kvm unavailable: " + reason)
+    need_images()
+    rec = run(RunSpec(target="qemu-kvm", arch="amd64"))
+    assert_clean(rec)
+    assert rec["caps"].get("vmx") == "1", show(rec)
+    assert rec["verdict"] not in (V.TIMEOUT, V.CRASH, V.NO_OUTPUT), show(rec)

@@ -1,0 +1,257 @@
+"""The log parser and the judge, on synthetic serial logs."""
+
+import pytest
+
+from harness import verdicts as V
+from harness.judge import Context, judge_text
+from harness.registry import Registry, Scenario
+
+BANNER = 'LHV 0.1 arch=amd64 boot=bios cpus=2 opt=0x3e cpu="GenuineIntel Fake CPU"'
+CAPS = "LHV CAPS vmx=1 ept=1 vpid=1 ug=1 vmfunc=1 eptp_switch=1 mtf=0 preempt_timer=1"
+
+
+def log(tests, result=None, summary="auto", extra_before=(), extra_after=(), banner=BANNER,
+        nl="\n"):
+    """A serial log with these (id, verdict, reason) TEST lines."""
+    lines = [banner, CAPS, "LHV TSC start=1000 hz=2000000000"] if banner else []
+    lines += list(extra_before)
+    for sid, v, why in tests:
+        lines.append("TEST %s: %s%s" % (sid, v, " (%s)" % why if why else ""))
+    vs = [t[1] for t in tests]
+    if summary == "auto":
+        summary = (vs.count("GOOD"), vs.count("BAD") + vs.count("TIMEOUT"),
+                   vs.count("SKIP"), vs.count("ERROR"))
+    if result is not None:
+        lines.append("LHV TSC end=5000 elapsed_ms=12")
+        if summary:
+            lines.append("LHV SUMMARY: %d good, %d bad, %d skipped, %d error" % summary)
+        if result == "auto":
+            result = V.image_result(vs) or "ERROR"
+        lines.append("LHV RESULT: %s" % result)
+    lines += list(extra_after)
+    return nl.join(lines) + nl
+
+
+def reg(*ids, opt_mask=0, subarch=3):
+    return Registry([Scenario(i, ["vmx"], opt_mask, 1000, subarch) for i in ids], [])
+
+
+GOOD3 = [("vmx_lifecycle", "GOOD", ""), ("msr_lists", "GOOD", ""), ("ept_basic", "GOOD", "")]
+
+
+def test_good_run():
+    j = judge_text(log(GOOD3, "auto"))
+    assert j.verdict == V.GOOD, j.reason
+    assert not j.problems
+    assert [s.id for s in j.scenarios] == ["vmx_lifecycle", "msr_lists", "ept_basic"]
+    assert j.banner["arch"] == "amd64" and j.banner["cpu"] == "GenuineIntel Fake CPU"
+    assert j.banner["opt"] == "0x3e" and j.banner["cpus"] == "2"
+    assert j.caps["mtf"] == "0" and j.caps["vmx"] == "1"
+    d = j.to_dict()
+    assert d["image_time"] == {"tsc_start": 1000, "tsc_end": 5000, "tsc_hz": 2000000000,
+                               "elapsed_ms": 12}
+
+
+def test_crlf_ansi_and_firmware_noise():
+    text = log(GOOD3, "auto", nl="\r\n")
+    text = "\x1b[2J\x1b[01;01HBdsDxe: loading Boot0001\r\nWelcome to GRUB!" + text
+    j = judge_text(text.encode())
+    assert j.verdict == V.GOOD, j.reason
+
+
+def test_bad_run_reason_kept():
+    tests = GOOD3[:2] + [("pae_cr3_unmapped", "BAD", "EPT violation at CR3 page, #GP in L2")]
+    j = judge_text(log(tests, "auto"))
+    assert j.verdict == V.BAD and not j.problems
+    s = j.by_id()["pae_cr3_unmapped"]
+    assert s.reason == "EPT violation at CR3 page, #GP in L2"
+    assert "pae_cr3_unmapped BAD" in j.reason
+
+
+def test_verdict_order_worst_wins():
+    assert V.image_result(["GOOD", "SKIP"]) == "SKIP"
+    assert V.image_result(["GOOD", "SKIP", "ERROR"]) == "ERROR"
+    assert V.image_result(["ERROR", "BAD", "SKIP"]) == "BAD"
+    assert V.image_result(["GOOD", "TIMEOUT"]) == "BAD"
+    assert V.image_result([]) is None
+
+
+def test_all_skipped_is_skip_and_mixed_good_skip_is_skip():
+    skips = [(i, "SKIP", "VMX not supported (CPUID.1:ECX[5]=0)") for i in ("a", "b")]
+    assert judge_text(log(skips, "auto")).verdict == V.SKIP
+    j = judge_text(log(GOOD3 + skips, "SKIP"))
+    assert j.verdict == V.SKIP and not j.problems
+    j = judge_text(log(GOOD3 + skips, "GOOD"))
+    assert j.verdict == V.ERROR and "give SKIP" in j.reason
+
+
+def test_timeout_scenario_counts_as_bad():
+    tests = GOOD3 + [("ept_on_demand", "TIMEOUT", "L2 at rip 0x401000, 200000 exits")]
+    j = judge_text(log(tests, "BAD"))
+    assert j.verdict == V.BAD and not j.problems, j.problems
+    assert j.summary == {"good": 3, "bad": 1, "skipped": 0, "error": 0}
+
+
+def test_summary_lies_is_caught():
+    text = log([("vmx_lifecycle", "GOOD", ""), ("ept_basic", "BAD", "x, y")], "BAD",
+               summary=(2, 0, 0, 0))
+    j = judge_text(text)
+    assert j.verdict == V.ERROR
+    assert any("SUMMARY says 2 good, 0 bad" in p for p in j.problems), j.problems
+
+
+def test_result_lies_is_caught():
+    j = judge_text(log([("vmx_lifecycle", "GOOD", ""), ("ept_basic", "BAD", "x, y")], "GOOD",
+                       summary=(1, 1, 0, 0)))
+    assert j.verdict == V.ERROR
+    assert any("RESULT GOOD but its TEST lines give BAD" in p for p in j.problems)
+
+
+def test_missing_summary_is_error():
+    j = judge_text(log(GOOD3, "GOOD", summary=None))
+    assert j.verdict == V.ERROR and "no LHV SUMMARY" in j.reason
+
+
+def test_result_crash():
+    j = judge_text(log(GOOD3[:1], "CRASH", extra_before=["LHV EXCEPTION #PF cr2=0x0 rip=0x1234"]))
+    assert j.verdict == V.CRASH
+    assert "#PF" in j.reason
+
+
+def test_no_output():
+    assert judge_text("").verdict == V.NO_OUTPUT
+    assert judge_text("SeaBIOS (version 1.16)\nBooting from ROM...\n").verdict == V.NO_OUTPUT
+    j = judge_text("", Context(ended="timeout", end_detail="killed after 60 s"))
+    assert j.verdict == V.NO_OUTPUT and "killed after 60 s" in j.reason
+    j = judge_text("", Context(ended="crash", end_detail="bochs: triple fault"))
+    assert j.verdict == V.CRASH
+
+
+def test_truncated_offline_log_is_incomplete():
+    text = log(GOOD3[:2])            # no RESULT
+    j = judge_text(text[:-5])        # and cut mid-line
+    assert j.verdict == V.INCOMPLETE
+
+
+def test_timeout_with_missing_scenarios():
+    r = reg("vmx_lifecycle", "msr_lists", "ept_basic", "pae_cr3_unmapped")
+    ctx = Context(target="bochs", ended="timeout", end_detail="killed after 60 s", registry=r)
+    j = judge_text(log(GOOD3[:2]), ctx)
+    assert j.verdict == V.TIMEOUT
+    assert j.missing == ["ept_basic", "pae_cr3_unmapped"]
+    assert "missing: ept_basic, pae_cr3_unmapped" in j.reason
+
+
+def test_missing_respects_tests_glob_and_opt_mask():
+    r = Registry([Scenario("vmx_lifecycle", [], 0, 1, 3), Scenario("pae_cr3_unmapped", [], 0x4, 1, 3),
+                  Scenario("pae_pdpte_reload", [], 0x4, 1, 1), Scenario("msr_lists", [], 0x1, 1, 3)],
+                 [])
+    ctx = Context(ended="exited", registry=r, tests="pae*,-pae_pdpte*")
+    j = judge_text(log([]), ctx)
+    assert j.verdict == V.CRASH
+    assert j.missing == ["pae_cr3_unmapped"]
+    # msr_lists needs bit 0x1, which opt=0x3e lacks; pae_pdpte_reload is i386 only.
+    assert judge_text(log([]), Context(ended="exited", registry=r)).missing == \
+        ["vmx_lifecycle", "pae_cr3_unmapped"]
+
+
+def test_selected_but_never_reported_with_result_is_error():
+    r = reg("vmx_lifecycle", "msr_lists", "ept_basic", "pae_cr3_unmapped")
+    j = judge_text(log(GOOD3, "auto"), Context(registry=r))
+    assert j.verdict == V.ERROR
+    assert "never reported: pae_cr3_unmapped" in j.reason
+
+
+def test_unknown_scenario_id_is_error():
+    j = judge_text(log(GOOD3, "auto"), Context(registry=reg("vmx_lifecycle", "msr_lists")))
+    assert j.verdict == V.ERROR
+    assert any("ept_basic: not a scenario" in p for p in j.problems)
+
+
+def test_emulator_crash_without_result():
+    j = judge_text(log(GOOD3[:1]), Context(ended="crash", end_detail="qemu: triple fault"))
+    assert j.verdict == V.CRASH and "triple fault" in j.reason
+
+
+def test_exception_line_then_silence_is_crash():
+    j = judge_text(log(GOOD3[:1], extra_after=["LHV EXCEPTION #GP err=0 rip=0x10abc"]))
+    assert j.verdict == V.CRASH and "#GP" in j.reason
+
+
+def test_second_banner_means_reset():
+    j = judge_text(log(GOOD3[:1]) + log(GOOD3, "auto"))
+    assert j.verdict == V.CRASH and "reset" in j.reason
+
+
+def test_duplicate_and_malformed_test_lines():
+    j = judge_text(log(GOOD3 + [("ept_basic", "GOOD", "")], "auto", summary=(3, 0, 0, 0)))
+    assert j.verdict == V.ERROR and "reported twice" in j.reason
+    j = judge_text(log(GOOD3, "auto", extra_before=["TEST ept_basic GOOD"]))
+    assert j.verdict == V.ERROR and "malformed" in j.reason
+    j = judge_text(log(GOOD3, "auto", extra_before=["TEST Bad-Id: GOOD"]))
+    assert j.verdict == V.ERROR
+
+
+def test_skip_needs_reason():
+    j = judge_text(log([("vmfunc_eptp_switch", "SKIP", "")], "SKIP"))
+    assert j.verdict == V.ERROR and "SKIP without a reason" in j.reason
+
+
+def test_lines_after_result():
+    j = judge_text(log(GOOD3, "auto", extra_after=["TEST late_one: GOOD"]))
+    assert j.verdict == V.ERROR and "after RESULT" in j.reason
+    # Informational lines after RESULT are fine.
+    assert judge_text(log(GOOD3, "auto", extra_after=["INFO x: y", "LHV bye"])).verdict == V.GOOD
+
+
+def test_lhv_error_option_run():
+    text = "\n".join([BANNER, "LHV ERROR: lhv_opt=0xzz: not a hex number", "LHV RESULT: ERROR"])
+    j = judge_text(text)
+    assert j.verdict == V.ERROR and not j.problems
+    assert j.errors == ["lhv_opt=0xzz: not a hex number"]
+    assert "LHV ERROR" in j.reason
+    # An LHV ERROR with RESULT GOOD is a lie.
+    j = judge_text(text.replace("RESULT: ERROR", "RESULT: GOOD"))
+    assert j.problems
+
+
+def test_no_scenario_at_all():
+    assert judge_text(log([], "SKIP", summary=(0, 0, 0, 0))).verdict == V.SKIP
+    assert judge_text(log([], "ERROR", summary=(0, 0, 0, 0))).verdict == V.ERROR
+    j = judge_text(log([], "GOOD", summary=(0, 0, 0, 0)))
+    assert j.verdict == V.ERROR and "SKIP or ERROR" in j.reason
+
+
+def test_info_lines_attach_to_scenarios():
+    j = judge_text(log(GOOD3, "auto", extra_before=["INFO ept_basic: stale translation seen on CPU1"]))
+    assert j.by_id()["ept_basic"].info == ["stale translation seen on CPU1"]
+
+
+def test_arch_and_boot_mismatch():
+    j = judge_text(log(GOOD3, "auto"), Context(arch="i386"))
+    assert j.verdict == V.ERROR and "arch=amd64" in j.reason
+    j = judge_text(log(GOOD3, "auto"), Context(firmware="uefi"))
+    assert j.verdict == V.ERROR and "boot=bios" in j.reason
+
+
+@pytest.mark.parametrize("model,version,known", [
+    ("tigerlake", "2.7", True), ("corei7_icelake_u", "2.7", True),
+    ("corei7_skylake_x", "2.7", False), ("tigerlake", "2.8", False)])
+def test_known_bug_mtf_on_bochs(model, version, known):
+    tests = GOOD3 + [("mtf", "BAD", "MTF VM exit after one instruction, no exit")]
+    ctx = Context(target="bochs", cpu_model=model, target_version=version)
+    j = judge_text(log(tests, "auto"), ctx)
+    assert j.verdict == V.BAD          # the finding stays visible
+    assert bool(j.by_id()["mtf"].known_bug) == known
+    assert j.effective_verdict == (V.GOOD if known else V.BAD)
+
+
+def test_known_bug_does_not_hide_other_failures():
+    tests = GOOD3 + [("mtf", "BAD", "no exit"), ("ept_basic2", "BAD", "x, y")]
+    j = judge_text(log(tests, "auto"), Context(target="bochs", cpu_model="tigerlake",
+                                               target_version="2.7"))
+    assert j.effective_verdict == V.BAD
+    # nor a lying image
+    j = judge_text(log(GOOD3 + [("mtf", "BAD", "x")], "auto", summary=(4, 0, 0, 0)),
+                   Context(target="bochs", cpu_model="tigerlake", target_version="2.7"))
+    assert j.effective_verdict == V.ERROR
