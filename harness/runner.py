@@ -185,7 +185,7 @@ def apply_screen(rec, j, rows, kind, error=""):
     """Check the decoded screen against the judged serial log; may turn the
     run into a harness ERROR (the screen must say what serial says)."""
     scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
-    if j.image_result is not None and j.verdict not in (V.NO_OUTPUT,):
+    if j.image_result is not None and j.verdict not in (V.NO_OUTPUT, V.CRASH, V.TIMEOUT):
         if rows is None:
             scrn.update(checked=True, ok=False, reason=error or "no screen read back")
         else:

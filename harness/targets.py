@@ -186,6 +186,13 @@ def run_bochs(spec, rundir):
                 if now > deadline:
                     o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
                     o.end_state = "killed_timeout"
+                    # SIGINT drops Bochs into its debugger, which goes on with the
+                    # rc file: the screen is saved and Bochs quits by itself.
+                    try:
+                        os.kill(proc.pid, signal.SIGINT)
+                        proc.wait(5)
+                    except (ProcessLookupError, subprocess.TimeoutExpired):
+                        pass
                     break
                 time.sleep(0.1)
         finally:
@@ -197,6 +204,11 @@ def run_bochs(spec, rundir):
     except FileNotFoundError:
         log_text = ""
     crash = bochs_crash(log_text, out_text)
+    if o.ended == "timeout":
+        where = re.findall(r"^\(\d+\)\.?\[?\d*\]? ?\[0x[0-9a-f]+\] (\S+) \(unk\. ctxt\): (.*?)\s*;",
+                           out_text, re.M)
+        if where:
+            o.end_detail += "; CPU0 stopped at %s: %s" % where[-1]
     if not o.end_state:
         if "Magic breakpoint" in out_text:
             o.end_state = "magic_break"

@@ -173,6 +173,11 @@ def test_emulator_crash_without_result():
     assert j.verdict == V.CRASH and "triple fault" in j.reason
 
 
+def test_emulator_crash_after_result():
+    j = judge_text(log(GOOD3, "auto"), Context(ended="crash", end_detail="qemu: triple fault"))
+    assert j.verdict == V.CRASH and "after RESULT GOOD: qemu: triple fault" in j.reason
+
+
 def test_exception_line_then_silence_is_crash():
     j = judge_text(log(GOOD3[:1], extra_after=["LHV EXCEPTION #GP err=0 rip=0x10abc"]))
     assert j.verdict == V.CRASH and "#GP" in j.reason
@@ -255,3 +260,11 @@ def test_known_bug_does_not_hide_other_failures():
     j = judge_text(log(GOOD3 + [("mtf", "BAD", "x")], "auto", summary=(4, 0, 0, 0)),
                    Context(target="bochs", cpu_model="tigerlake", target_version="2.7"))
     assert j.effective_verdict == V.ERROR
+
+
+def test_other_subarch_scenario_reported_as_skip_is_fine():
+    r = Registry([Scenario("vmx_lifecycle", [], 0, 1, 3), Scenario("pae_pdpte_reload", [], 0, 1, 1)],
+                 [])
+    tests = [("vmx_lifecycle", "GOOD", ""), ("pae_pdpte_reload", "SKIP", "not available on amd64")]
+    j = judge_text(log(tests, "auto"), Context(registry=r))
+    assert j.verdict == V.SKIP and not j.problems, j.problems
