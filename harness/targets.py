@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import images
 from . import screen as scr
+from .logparse import parse_log
 
 BOCHS_MODELS = ("corei7_skylake_x", "tigerlake", "corei7_icelake_u", "corei7_sandy_bridge_2600k")
 DEFAULT_BOCHS_MODEL = "corei7_skylake_x"
@@ -331,6 +332,13 @@ def _qemu_screen(mon, spec, rundir, font):
     return "vga", scr.decode_vga_text(path.read_bytes())
 
 
+def _screen_agrees(rows, serial_path):
+    p = parse_log(serial_path.read_bytes())
+    if p.result is None:
+        return scr.screen_facts(rows)[0] is not None
+    return scr.check(rows, p.result, {t.id: t.verdict for t in p.tests})[0]
+
+
 def run_qemu(spec, rundir, accel="tcg"):
     if shutil.which(QEMU) is None:
         raise Unavailable("%s is not installed (apt-get install qemu-system-x86)" % QEMU)
@@ -382,8 +390,9 @@ def run_qemu(spec, rundir, accel="tcg"):
                         except (OSError, RuntimeError, ValueError, ConnectionError) as e:
                             o.screen_error = "screen read-back failed: %s" % e
                             continue
-                        # The serial RESULT can be ahead of the screen: retry until it shows.
-                        if scr.screen_facts(o.screen_rows)[0] is not None:
+                        # The serial RESULT can be ahead of the screen: retry until the
+                        # screen agrees (or the tries run out; the judge reports it then).
+                        if _screen_agrees(o.screen_rows, rundir / "serial.log"):
                             break
                     o.end_state = "quit_by_harness" if o.ended == "result" else "killed_timeout"
                     mon.quit()

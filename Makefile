@@ -1,0 +1,70 @@
+# LHV: one source tree, two images (i386 and amd64), each as a multiboot ELF and a hybrid
+# BIOS+UEFI GRUB ISO.
+#
+#   make            build images/lhv-{i386,amd64}.{elf,iso} and images/font8x16.bin
+#   make run        build, boot the amd64 image under Bochs, print the verdict table
+#   make test       the pytest suite (harness/tests), on both cores
+#   make deps       install the Debian packages all of this needs (apt-get; run as root)
+#   make clean
+#   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO whose entry passes CMDLINE
+
+PYTHON ?= /usr/bin/python3
+CC := gcc
+ARCHES := i386 amd64
+FONT_SRC := /usr/share/consolefonts/Lat15-VGA16.psf.gz
+
+CFLAGS_COMMON := -std=c11 -ffreestanding -nostdlib -fno-pic -fno-pie -fno-stack-protector \
+	-fno-asynchronous-unwind-tables -mno-sse -mno-sse2 -mno-mmx -mno-80387 -mno-red-zone \
+	-fno-builtin -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Ilhv -I. \
+	-DFONT_FILE='"build/font8x16.bin"'
+CFLAGS_i386 := -m32 -march=i686
+CFLAGS_amd64 := -m64 -mcmodel=small
+LDFLAGS := -nostdlib -static -no-pie -Wl,--no-warn-rwx-segments -Wl,-z,noexecstack -Wl,--build-id=none -Wl,-z,max-page-size=0x1000 -Wl,-T,lhv/lhv.ld
+
+# Sources: the L1, the shared guest side, and the scenarios (one file each, run in this order).
+SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) \
+	tests/vmx_lifecycle.c tests/msr_lists.c tests/ept_basic.c tests/pae_cr3_unmapped.c
+HEADERS := $(wildcard lhv/*.h lhv/*/*.h guest/*.h)
+
+.PHONY: all run test deps clean iso-custom
+all: $(foreach a,$(ARCHES),images/lhv-$(a).elf images/lhv-$(a).iso) images/font8x16.bin
+
+build/font8x16.bin: tools/mkfont.py
+	@mkdir -p build
+	$(PYTHON) tools/mkfont.py $(FONT_SRC) $@
+
+images/font8x16.bin: build/font8x16.bin
+	@mkdir -p images
+	cp $< $@
+
+define arch_rules
+OBJS_$(1) := $$(patsubst %,build/$(1)/%.o,$$(SRCS))
+build/$(1)/%.c.o: %.c $$(HEADERS)
+	@mkdir -p $$(dir $$@)
+	@echo "  CC $(1) $$<"; $$(CC) $$(CFLAGS_COMMON) $$(CFLAGS_$(1)) -c $$< -o $$@
+build/$(1)/%.S.o: %.S $$(HEADERS) build/font8x16.bin
+	@mkdir -p $$(dir $$@)
+	@echo "  CC $(1) $$<"; $$(CC) $$(CFLAGS_COMMON) $$(CFLAGS_$(1)) -c $$< -o $$@
+images/lhv-$(1).elf: $$(OBJS_$(1)) lhv/lhv.ld
+	@mkdir -p images
+	$$(CC) $$(CFLAGS_$(1)) $$(LDFLAGS) $$(OBJS_$(1)) -lgcc -o $$@
+images/lhv-$(1).iso: images/lhv-$(1).elf tools/mkiso.sh
+	tools/mkiso.sh $(1) $$< $$@ ""
+endef
+$(foreach a,$(ARCHES),$(eval $(call arch_rules,$(a))))
+
+iso-custom: images/lhv-$(ARCH).elf
+	tools/mkiso.sh $(ARCH) images/lhv-$(ARCH).elf $(OUT) "$(CMDLINE)"
+
+run: all
+	$(PYTHON) -m harness run --target bochs --arch amd64
+
+test: all
+	$(PYTHON) -m pytest -n 2 harness/tests
+
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$(cat tools/apt-packages.txt $$(ls harness/apt-packages.txt 2>/dev/null))
+
+clean:
+	rm -rf build images

@@ -1,0 +1,34 @@
+/*
+ * The L2 side shared by scenarios: how a guest starts (guest_trampoline calls a C function with
+ * one argument and reports its return by VMCALL), the VMCALL convention, the guest's stack and
+ * its own PAE page tables.
+ *
+ * VMCALL convention: EAX = call number, EBX/ECX = arguments; L1 answers in EAX.
+ * L2 exceptions are captured with the exception bitmap (all vectors exit to L1), so a fault in
+ * L2 shows up in L1 as exit reason 0 with the vector, never as a silent reboot.
+ */
+#ifndef LHV_GUEST_H
+#define LHV_GUEST_H
+
+#include <stdint.h>
+
+#define GUEST_CALL_DONE 0x10 /* EBX = the guest function's return value */
+#define GUEST_CALL_USER 0x100 /* scenarios number their own calls from here */
+#define GUEST_STACK_SIZE 16384
+
+static inline uintptr_t guest_vmcall(uintptr_t call, uintptr_t arg1, uintptr_t arg2)
+{
+    __asm__ volatile("vmcall" : "+a"(call) : "b"(arg1), "c"(arg2) : "memory");
+    return call;
+}
+
+typedef uintptr_t (*guest_main_fn)(uintptr_t arg);
+extern const uint8_t guest_trampoline[]; /* RIP for C guests: RSI/ESI = function, RDI/EDI = arg */
+uintptr_t guest_stack_top(void);
+
+/* Identity-mapped PAE tables (4 x 1 GiB of 2 MiB pages) owned by the guest; the PDPT sits alone
+ * in its page so that a scenario can take that page away in EPT. Returns the CR3 value. */
+uint64_t guest_pae_build(void);
+const uint64_t *guest_pae_pdpt(void);
+
+#endif

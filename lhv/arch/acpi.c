@@ -1,0 +1,116 @@
+/* Just enough ACPI to find the CPUs (MADT) and to tell whether we run on a Bochs/QEMU machine. */
+#include "arch/arch.h"
+
+struct rsdp {
+    char signature[8];
+    uint8_t checksum;
+    char oem_id[6];
+    uint8_t revision;
+    uint32_t rsdt;
+    uint32_t length;
+    uint64_t xsdt;
+    uint8_t ext_checksum;
+    uint8_t reserved[3];
+} __attribute__((packed));
+
+struct sdt_header {
+    char signature[4];
+    uint32_t length;
+    uint8_t revision, checksum;
+    char oem_id[6];
+    char oem_table_id[8];
+    uint32_t oem_revision, creator_id, creator_revision;
+} __attribute__((packed));
+
+static struct rsdp g_rsdp;
+static bool g_have_rsdp;
+
+static bool checksum_ok(const void *p, size_t len)
+{
+    uint8_t sum = 0;
+    for (size_t i = 0; i < len; i++)
+        sum = (uint8_t)(sum + ((const uint8_t *)p)[i]);
+    return sum == 0;
+}
+
+void acpi_set_rsdp(const void *rsdp_copy, size_t len)
+{
+    memset(&g_rsdp, 0, sizeof(g_rsdp));
+    memcpy(&g_rsdp, rsdp_copy, len < sizeof(g_rsdp) ? len : sizeof(g_rsdp));
+    g_have_rsdp = memcmp(g_rsdp.signature, "RSD PTR ", 8) == 0;
+}
+
+/* Under BIOS without multiboot 2 (QEMU -kernel): the RSDP is in the EBDA or 0xe0000-0xfffff. */
+static void acpi_scan_bios(void)
+{
+    uintptr_t ebda = (uintptr_t)(*(volatile uint16_t *)phys_ptr(0x40e)) << 4;
+    uintptr_t ranges[2][2] = { { ebda, ebda + 1024 }, { 0xe0000, 0x100000 } };
+    for (int r = 0; r < 2; r++) {
+        if (!ranges[r][0])
+            continue;
+        for (uintptr_t p = ranges[r][0]; p < ranges[r][1]; p += 16) {
+            if (memcmp(phys_ptr(p), "RSD PTR ", 8) == 0 && checksum_ok(phys_ptr(p), 20)) {
+                acpi_set_rsdp(phys_ptr(p), sizeof(struct rsdp));
+                return;
+            }
+        }
+    }
+}
+
+static bool acpi_ready(void)
+{
+    if (!g_have_rsdp)
+        acpi_scan_bios();
+    return g_have_rsdp;
+}
+
+bool acpi_oem_is(const char *oem6) { return acpi_ready() && memcmp(g_rsdp.oem_id, oem6, 6) == 0; }
+
+static const struct sdt_header *acpi_find(const char *sig)
+{
+    if (!acpi_ready())
+        return NULL;
+    bool use_xsdt = g_rsdp.revision >= 2 && g_rsdp.xsdt && g_rsdp.xsdt < 0x100000000ull;
+    const struct sdt_header *root =
+        (const struct sdt_header *)(uintptr_t)(use_xsdt ? g_rsdp.xsdt : g_rsdp.rsdt);
+    if (!root)
+        return NULL;
+    size_t entry_size = use_xsdt ? 8 : 4;
+    size_t count = (root->length - sizeof(*root)) / entry_size;
+    const uint8_t *entries = (const uint8_t *)(root + 1);
+    for (size_t i = 0; i < count; i++) {
+        uint64_t addr = 0;
+        memcpy(&addr, entries + i * entry_size, entry_size);
+        if (!addr || addr >= 0x100000000ull)
+            continue;
+        const struct sdt_header *h = (const struct sdt_header *)(uintptr_t)addr;
+        if (memcmp(h->signature, sig, 4) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+/* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first). */
+int acpi_collect_apic_ids(uint32_t *ids, int max)
+{
+    const struct sdt_header *madt = acpi_find("APIC");
+    if (!madt)
+        return 0;
+    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8;
+    const uint8_t *end = (const uint8_t *)madt + madt->length;
+    int n = 0;
+    while (p + 2 <= end && p[1] >= 2 && n < max) {
+        uint32_t flags;
+        if (p[0] == 0 && p[1] >= 8) {
+            memcpy(&flags, p + 4, 4);
+            if (flags & 3)
+                ids[n++] = p[3];
+        } else if (p[0] == 9 && p[1] >= 16) {
+            memcpy(&flags, p + 8, 4);
+            if (flags & 3)
+                memcpy(&ids[n++], p + 4, 4);
+        }
+        p += p[1];
+    }
+    return n;
+}

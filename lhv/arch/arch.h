@@ -1,0 +1,83 @@
+/* Processor setup shared by the BSP and the APs: descriptor tables, interrupts, paging,
+ * LAPIC and its timer, ACPI and SMP bring-up, per-CPU data. */
+#ifndef LHV_ARCH_H
+#define LHV_ARCH_H
+
+#include "arch/cpu.h"
+#include "lib/lib.h"
+
+#define MAX_CPUS 16
+
+/* GDT layout, the same on both subarchs; per-CPU TSS descriptors follow. */
+#include "arch/boot_defs.h"
+#define SEL_TSS_BASE 0x20 /* + 8 (i386) or 16 (amd64) per CPU */
+#ifdef __x86_64__
+#define SEL_L1_CODE SEL_CODE64
+#else
+#define SEL_L1_CODE SEL_CODE32
+#endif
+
+#define VECTOR_TIMER 0x40
+#define VECTOR_SPURIOUS 0xff
+
+/* Register frame built by the interrupt stubs (isr.S); field order matches the pushes. */
+struct trap_frame {
+#ifdef __x86_64__
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+    uint64_t rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    uint64_t vector, error;
+    uint64_t ip, cs, flags, sp, ss;
+#else
+    uint32_t edi, esi, ebp, esp_dummy, ebx, edx, ecx, eax;
+    uint32_t vector, error;
+    uint32_t ip, cs, flags;
+#endif
+};
+
+struct percpu {
+    int index;
+    uint32_t apic_id;
+    volatile bool online;
+    volatile bool vmx_on;
+    volatile uint32_t heartbeat;
+    uint64_t vmxon_phys;
+    uint8_t *stack_top;
+};
+
+extern struct percpu g_cpus[MAX_CPUS];
+extern int g_cpu_count;
+extern uint64_t g_tsc_hz;
+extern volatile uint64_t g_ticks; /* BSP timer ticks */
+#define TIMER_HZ 100
+
+void gdt_init_cpu(int cpu);
+void idt_init(void);
+void idt_load(void);
+uintptr_t tss_base(int cpu);
+uint32_t tss_limit(void);
+struct percpu *this_cpu(void);
+int this_cpu_index(void);
+
+void lapic_init_cpu(bool bsp);
+uint32_t lapic_id(void);
+void lapic_eoi(void);
+void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+void timers_calibrate(void);
+void lapic_start_bsp_timer(void);
+uint64_t tsc_to_ms(uint64_t tsc_delta);
+void delay_us(uint64_t us);
+
+/* ACPI: RSDP given by the boot loader (multiboot 2) or found by scanning BIOS memory. */
+void acpi_set_rsdp(const void *rsdp_copy, size_t len);
+bool acpi_oem_is(const char *oem6);
+int acpi_collect_apic_ids(uint32_t *ids, int max);
+void smp_boot_aps(void);
+
+/* Called by trap_dispatch for the timer vector. */
+void timer_tick(struct trap_frame *f);
+void trap_dispatch(struct trap_frame *f);
+
+/* Page tables of L1: identity map of the low 4 GiB, 2 MiB pages; built in boot code. */
+extern uint64_t boot_page_root[]; /* CR3 target: PML4 (amd64) or PDPT (i386) */
+
+#endif

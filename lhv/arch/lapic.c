@@ -1,0 +1,128 @@
+/* Local APIC (xAPIC or x2APIC, whichever the firmware left on), and the clocks: TSC and the
+ * LAPIC timer are both measured against PIT channel 2 once, on the BSP. */
+#include "arch/arch.h"
+#include "console/console.h"
+
+#define MSR_APIC_BASE 0x1b
+#define APIC_BASE_X2APIC (1u << 10)
+#define APIC_BASE_ENABLE (1u << 11)
+#define LAPIC_ID 0x20
+#define LAPIC_EOI 0xb0
+#define LAPIC_SVR 0xf0
+#define LAPIC_ICR_LOW 0x300
+#define LAPIC_ICR_HIGH 0x310
+#define LAPIC_LVT_TIMER 0x320
+#define LAPIC_TIMER_INIT 0x380
+#define LAPIC_TIMER_CUR 0x390
+#define LAPIC_TIMER_DIV 0x3e0
+#define LVT_PERIODIC (1u << 17)
+#define LVT_MASKED (1u << 16)
+
+static volatile uint32_t *g_lapic_mmio;
+static bool g_x2apic;
+static uint32_t g_lapic_ticks_per_10ms;
+uint64_t g_tsc_hz;
+
+static uint32_t lapic_read(uint32_t reg)
+{
+    return g_x2apic ? (uint32_t)rdmsr(0x800 + (reg >> 4)) : g_lapic_mmio[reg / 4];
+}
+
+static void lapic_write(uint32_t reg, uint32_t v)
+{
+    if (g_x2apic)
+        wrmsr(0x800 + (reg >> 4), v);
+    else
+        g_lapic_mmio[reg / 4] = v;
+}
+
+uint32_t lapic_id(void)
+{
+    uint32_t id = lapic_read(LAPIC_ID);
+    return g_x2apic ? id : id >> 24;
+}
+
+void lapic_eoi(void) { lapic_write(LAPIC_EOI, 0); }
+
+void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low)
+{
+    if (g_x2apic) {
+        wrmsr(0x830, ((uint64_t)apic_id << 32) | icr_low);
+        return;
+    }
+    lapic_write(LAPIC_ICR_HIGH, apic_id << 24);
+    lapic_write(LAPIC_ICR_LOW, icr_low);
+    for (int i = 0; i < 1000000 && (lapic_read(LAPIC_ICR_LOW) & (1u << 12)); i++)
+        cpu_relax(); /* delivery status: wait until the IPI has been sent */
+}
+
+static void lapic_start_timer(uint32_t hz)
+{
+    lapic_write(LAPIC_TIMER_DIV, 0x3); /* divide by 16 */
+    lapic_write(LAPIC_LVT_TIMER, LVT_PERIODIC | VECTOR_TIMER);
+    lapic_write(LAPIC_TIMER_INIT, (uint32_t)((uint64_t)g_lapic_ticks_per_10ms * 100 / hz));
+}
+
+/* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat. */
+void lapic_init_cpu(bool bsp)
+{
+    uint64_t base = rdmsr(MSR_APIC_BASE);
+    g_x2apic = (base & APIC_BASE_X2APIC) != 0;
+    if (!(base & APIC_BASE_ENABLE))
+        wrmsr(MSR_APIC_BASE, base | APIC_BASE_ENABLE);
+    g_lapic_mmio = (volatile uint32_t *)(uintptr_t)(base & 0xfffff000u);
+    lapic_write(LAPIC_SVR, 0x100 | VECTOR_SPURIOUS);
+    if (!bsp)
+        lapic_start_timer(10);
+}
+
+void lapic_start_bsp_timer(void) { lapic_start_timer(TIMER_HZ); }
+
+/* PIT channel 2 counts 11932 ticks of 1.193182 MHz = 10 ms with its gate, independent of IRQs. */
+static bool pit_wait_10ms(uint64_t *tsc_delta, uint32_t *lapic_delta)
+{
+    outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
+    outb(0x43, 0xb0);
+    outb(0x42, 11932 & 0xff);
+    outb(0x42, 11932 >> 8);
+    lapic_write(LAPIC_TIMER_DIV, 0x3);
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+    /* Restart the count by toggling the gate, then time it. */
+    outb(0x61, (uint8_t)(inb(0x61) & ~0x01));
+    outb(0x61, (uint8_t)(inb(0x61) | 0x01));
+    lapic_write(LAPIC_TIMER_INIT, 0xffffffffu);
+    uint64_t t0 = rdtsc();
+    for (uint32_t spins = 0; !(inb(0x61) & 0x20); spins++)
+        if (spins > 50000000u)
+            return false;
+    *tsc_delta = rdtsc() - t0;
+    *lapic_delta = 0xffffffffu - lapic_read(LAPIC_TIMER_CUR);
+    lapic_write(LAPIC_TIMER_INIT, 0);
+    return true;
+}
+
+void timers_calibrate(void)
+{
+    uint64_t tsc_delta;
+    uint32_t lapic_delta;
+    if (pit_wait_10ms(&tsc_delta, &lapic_delta) && tsc_delta && lapic_delta) {
+        g_tsc_hz = tsc_delta * 100;
+        g_lapic_ticks_per_10ms = lapic_delta;
+        return;
+    }
+    /* No PIT (some laptops gate it off): fall back to the frequencies CPUID may report. */
+    struct cpuid_regs r = cpuid(0x16, 0);
+    g_tsc_hz = (r.eax ? r.eax : 1000) * 1000000ull;
+    g_lapic_ticks_per_10ms = (r.ecx ? r.ecx : 100) * 10000u / 16;
+    lhv_printf("LHV NOTE: PIT did not count; assuming TSC %llu Hz from CPUID 0x16\n",
+               (unsigned long long)g_tsc_hz);
+}
+
+uint64_t tsc_to_ms(uint64_t tsc_delta) { return g_tsc_hz ? tsc_delta / (g_tsc_hz / 1000) : 0; }
+
+void delay_us(uint64_t us)
+{
+    uint64_t end = rdtsc() + g_tsc_hz / 1000000 * us;
+    while (rdtsc() < end)
+        cpu_relax();
+}

@@ -1,0 +1,82 @@
+/* Bringing up the application processors: APIC IDs from the ACPI MADT, then INIT-SIPI-SIPI
+ * (SDM Vol. 3 8.4.4.1) one CPU at a time, each with its own stack. */
+#include "arch/arch.h"
+#include "console/console.h"
+#include "vmx/vmx.h"
+
+struct percpu g_cpus[MAX_CPUS];
+int g_cpu_count = 1;
+uint8_t g_cpu_stacks[MAX_CPUS][CPU_STACK_SIZE] __attribute__((aligned(16)));
+
+extern const uint8_t ap_trampoline_start[], ap_trampoline_end[];
+extern volatile uint64_t ap_boot_stack;
+extern volatile uint32_t ap_boot_cpu;
+
+struct percpu *this_cpu(void) { return &g_cpus[this_cpu_index()]; }
+
+int this_cpu_index(void)
+{
+    if (g_cpu_count <= 1)
+        return 0;
+    uint32_t id = lapic_id();
+    for (int i = 0; i < g_cpu_count; i++)
+        if (g_cpus[i].apic_id == id)
+            return i;
+    return 0;
+}
+
+/* Runs on each AP once the trampoline has reached the identity-mapped kernel. */
+void ap_main(int index)
+{
+    struct percpu *cpu = &g_cpus[index];
+    gdt_init_cpu(index);
+    idt_load();
+    lapic_init_cpu(false);
+    char why[80];
+    if (g_vmx.usable && !vmx_cpu_enable(cpu, why, sizeof(why)))
+        lhv_printf("LHV NOTE: cpu%d: %s\n", index, why);
+    cpu->online = true;
+    /* Park: the LAPIC timer wakes the CPU to advance its heartbeat on the screen. */
+    for (;;)
+        __asm__ volatile("sti; hlt");
+}
+
+static bool start_ap(int index)
+{
+    struct percpu *cpu = &g_cpus[index];
+    ap_boot_stack = (uintptr_t)(g_cpu_stacks[index] + CPU_STACK_SIZE);
+    ap_boot_cpu = (uint32_t)index;
+    lapic_send_ipi(cpu->apic_id, 0x4500); /* INIT */
+    delay_us(10000);
+    for (int i = 0; i < 2 && !cpu->online; i++) {
+        lapic_send_ipi(cpu->apic_id, 0x4600 | (AP_TRAMPOLINE_ADDR >> 12)); /* STARTUP */
+        delay_us(200);
+    }
+    uint64_t deadline = rdtsc() + g_tsc_hz; /* one second */
+    while (!cpu->online && rdtsc() < deadline)
+        cpu_relax();
+    return cpu->online;
+}
+
+void smp_boot_aps(void)
+{
+    uint32_t ids[MAX_CPUS];
+    int found = acpi_collect_apic_ids(ids, MAX_CPUS);
+    uint32_t bsp_id = lapic_id();
+    g_cpus[0].apic_id = bsp_id;
+    g_cpus[0].online = true;
+    memcpy(phys_ptr(AP_TRAMPOLINE_ADDR), ap_trampoline_start,
+           (size_t)(ap_trampoline_end - ap_trampoline_start));
+    for (int i = 0; i < found; i++) {
+        if (ids[i] == bsp_id)
+            continue;
+        int index = g_cpu_count;
+        g_cpus[index].index = index;
+        g_cpus[index].apic_id = ids[i];
+        g_cpu_count++; /* counted before start so that this_cpu_index() finds the AP */
+        if (!start_ap(index)) {
+            g_cpu_count--;
+            lhv_printf("LHV NOTE: cpu with APIC ID %u did not start\n", ids[i]);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+/* One printf, several sinks: COM1 and the screen (VGA text or a linear framebuffer). */
+#ifndef LHV_CONSOLE_H
+#define LHV_CONSOLE_H
+
+#include "lib/lib.h"
+
+void lhv_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void console_release_if_owner(int cpu);
+
+void serial_init(void);
+void serial_write(const char *s, size_t n);
+void serial_drain(void);
+
+/* Screen: a text grid, drawn into VGA text memory or a framebuffer with the built-in font. */
+struct framebuffer_info {
+    uint64_t addr;
+    uint32_t pitch, width, height;
+    uint8_t bpp, red_pos, green_pos, blue_pos;
+};
+void screen_init_vga_text(uintptr_t addr, uint32_t cols, uint32_t rows);
+void screen_init_framebuffer(const struct framebuffer_info *fb);
+void screen_disable(void);
+void screen_write(const char *s, size_t n);
+void screen_set_banner(const char *line);
+void screen_set_status(const char *scenario_id);
+void screen_heartbeat(void); /* called from the BSP timer interrupt */
+
+enum screen_color { COLOR_GOOD, COLOR_BAD, COLOR_WARN, COLOR_TEXT };
+void screen_final(const char *verdict, enum screen_color color, const char *const *lines, int nlines);
+
+#endif

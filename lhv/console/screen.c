@@ -1,0 +1,241 @@
+/*
+ * The screen as a text grid. Row 0 holds the banner, row 1 the running scenario and a spinner
+ * per CPU (so a hang and a slow test look different on a laptop without a serial port), the rest
+ * scrolls the log. At the end the grid is redrawn with a large verdict and the failed scenarios.
+ * Two back ends: VGA text memory (BIOS) and a linear framebuffer drawn with lhv_font8x16 (UEFI).
+ */
+#include "arch/arch.h"
+#include "console/console.h"
+
+#define MAX_COLS 128
+#define MAX_ROWS 64
+#define LOG_TOP 2
+#define ATTR_TEXT 0x07
+#define ATTR_STATUS 0x1f
+
+extern const uint8_t lhv_font8x16[256 * 16];
+
+enum backend { SCREEN_NONE, SCREEN_VGA, SCREEN_FB };
+
+static struct {
+    enum backend backend;
+    uint32_t cols, rows;
+    uint32_t cursor_col, cursor_row;
+    volatile uint16_t *vga;
+    struct framebuffer_info fb;
+    uint16_t cells[MAX_ROWS][MAX_COLS]; /* char | attr << 8: what is on screen */
+    char status_id[40];
+    struct spinlock lock;
+} g_screen = { .lock = { 0, -1 } };
+
+static const uint32_t g_palette[16] = {
+    0x000000, 0x0000aa, 0x00aa00, 0x00aaaa, 0xaa0000, 0xaa00aa, 0xaa5500, 0xaaaaaa,
+    0x555555, 0x5555ff, 0x55ff55, 0x55ffff, 0xff5555, 0xff55ff, 0xffff55, 0xffffff,
+};
+
+static uint32_t fb_color(uint32_t rgb)
+{
+    const struct framebuffer_info *fb = &g_screen.fb;
+    return ((rgb >> 16 & 0xff) << fb->red_pos) | ((rgb >> 8 & 0xff) << fb->green_pos) |
+           ((rgb & 0xff) << fb->blue_pos);
+}
+
+static void fb_fill(uint32_t x, uint32_t y, uint32_t w, uint32_t h, uint32_t rgb)
+{
+    const struct framebuffer_info *fb = &g_screen.fb;
+    uint32_t pixel = fb_color(rgb), bytes = fb->bpp / 8;
+    for (uint32_t row = y; row < y + h && row < fb->height; row++) {
+        uint8_t *line = (uint8_t *)(uintptr_t)fb->addr + (uintptr_t)row * fb->pitch;
+        for (uint32_t col = x; col < x + w && col < fb->width; col++)
+            memcpy(line + col * bytes, &pixel, bytes);
+    }
+}
+
+static void fb_draw_cell(uint32_t col, uint32_t row, uint16_t cell)
+{
+    const struct framebuffer_info *fb = &g_screen.fb;
+    const uint8_t *glyph = &lhv_font8x16[(cell & 0xff) * 16];
+    uint32_t fg = fb_color(g_palette[(cell >> 8) & 0xf]), bg = fb_color(g_palette[(cell >> 12) & 0xf]);
+    uint32_t bytes = fb->bpp / 8;
+    for (uint32_t y = 0; y < 16; y++) {
+        uint8_t *line = (uint8_t *)(uintptr_t)fb->addr + (uintptr_t)(row * 16 + y) * fb->pitch + col * 8 * bytes;
+        for (uint32_t x = 0; x < 8; x++)
+            memcpy(line + x * bytes, (glyph[y] & (0x80 >> x)) ? &fg : &bg, bytes);
+    }
+}
+
+static void put_cell(uint32_t col, uint32_t row, char c, uint8_t attr)
+{
+    if (col >= g_screen.cols || row >= g_screen.rows)
+        return;
+    uint16_t cell = (uint16_t)((uint8_t)c | attr << 8);
+    g_screen.cells[row][col] = cell;
+    if (g_screen.backend == SCREEN_VGA)
+        g_screen.vga[row * g_screen.cols + col] = cell;
+    else if (g_screen.backend == SCREEN_FB)
+        fb_draw_cell(col, row, cell);
+}
+
+static void put_text(uint32_t col, uint32_t row, const char *s, uint8_t attr, bool fill_line)
+{
+    for (; *s && col < g_screen.cols; s++)
+        put_cell(col++, row, *s, attr);
+    while (fill_line && col < g_screen.cols)
+        put_cell(col++, row, ' ', attr);
+}
+
+static void clear_rows(uint32_t from, uint32_t to)
+{
+    for (uint32_t r = from; r < to; r++)
+        put_text(0, r, "", ATTR_TEXT, true);
+}
+
+static void screen_reset(void)
+{
+    clear_rows(0, g_screen.rows);
+    put_text(0, 1, "", ATTR_STATUS, true);
+    g_screen.cursor_row = LOG_TOP;
+    g_screen.cursor_col = 0;
+}
+
+void screen_init_vga_text(uintptr_t addr, uint32_t cols, uint32_t rows)
+{
+    g_screen.backend = SCREEN_VGA;
+    g_screen.vga = (volatile uint16_t *)addr;
+    g_screen.cols = cols < MAX_COLS ? cols : MAX_COLS;
+    g_screen.rows = rows < MAX_ROWS ? rows : MAX_ROWS;
+    outb(0x3d4, 0x0a); /* hide the hardware cursor */
+    outb(0x3d5, 0x20);
+    screen_reset();
+}
+
+void screen_init_framebuffer(const struct framebuffer_info *fb)
+{
+    if (fb->bpp != 32 && fb->bpp != 24)
+        return; /* only direct-color framebuffers are drawn; serial still works */
+    g_screen.backend = SCREEN_FB;
+    g_screen.fb = *fb;
+    g_screen.cols = fb->width / 8 < MAX_COLS ? fb->width / 8 : MAX_COLS;
+    g_screen.rows = fb->height / 16 < MAX_ROWS ? fb->height / 16 : MAX_ROWS;
+    fb_fill(0, 0, fb->width, fb->height, 0);
+    screen_reset();
+}
+
+void screen_disable(void) { g_screen.backend = SCREEN_NONE; }
+
+static void scroll_log(void)
+{
+    for (uint32_t r = LOG_TOP; r + 1 < g_screen.rows; r++)
+        for (uint32_t c = 0; c < g_screen.cols; c++) {
+            uint16_t cell = g_screen.cells[r + 1][c];
+            if (cell != g_screen.cells[r][c])
+                put_cell(c, r, (char)(cell & 0xff), (uint8_t)(cell >> 8));
+        }
+    clear_rows(g_screen.rows - 1, g_screen.rows);
+    g_screen.cursor_row = g_screen.rows - 1;
+}
+
+static bool contains(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (!memcmp(s + i, needle, k))
+            return true;
+    return false;
+}
+
+/* Verdict lines are coloured so that a glance at the screen finds the failures. */
+static uint8_t line_attr(const char *line, size_t n)
+{
+    if (contains(line, n, ": GOOD"))
+        return 0x0a;
+    if (contains(line, n, ": BAD") || contains(line, n, ": TIMEOUT"))
+        return 0x0c;
+    if (contains(line, n, ": ERROR") || contains(line, n, "CRASH") || contains(line, n, "EXCEPTION"))
+        return 0x0e;
+    return ATTR_TEXT;
+}
+
+void screen_write(const char *s, size_t n)
+{
+    if (g_screen.backend == SCREEN_NONE || !spin_trylock(&g_screen.lock, -2))
+        return;
+    uint8_t attr = line_attr(s, n);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n' || g_screen.cursor_col >= g_screen.cols) {
+            g_screen.cursor_col = 0;
+            if (++g_screen.cursor_row >= g_screen.rows)
+                scroll_log();
+            if (s[i] == '\n')
+                continue;
+        }
+        put_cell(g_screen.cursor_col++, g_screen.cursor_row, s[i], attr);
+    }
+    spin_unlock(&g_screen.lock);
+}
+
+void screen_set_banner(const char *line)
+{
+    if (g_screen.backend != SCREEN_NONE)
+        put_text(0, 0, line, 0x0f, true);
+}
+
+void screen_set_status(const char *scenario_id) { strlcpy(g_screen.status_id, scenario_id, sizeof(g_screen.status_id)); }
+
+/* Runs in the BSP's timer interrupt: if the log is being drawn, skip this beat. */
+void screen_heartbeat(void)
+{
+    if (g_screen.backend == SCREEN_NONE || !spin_trylock(&g_screen.lock, -3))
+        return;
+    static const char spin[4] = { '|', '/', '-', '\\' };
+    char line[MAX_COLS + 1];
+    int len = snprintf(line, sizeof(line), " running: %-28s", g_screen.status_id);
+    for (int i = 0; i < g_cpu_count && len < (int)sizeof(line) - 8; i++)
+        len += snprintf(line + len, sizeof(line) - (size_t)len, " cpu%d %c", i,
+                        spin[(g_cpus[i].heartbeat / (i == 0 ? 10 : 1)) % 4]);
+    put_text(0, 1, line, ATTR_STATUS, true);
+    spin_unlock(&g_screen.lock);
+}
+
+/* Large letters: each pixel of the 8x16 glyph (every other row) becomes one cell (VGA text) or a
+ * square of pixels (framebuffer). */
+static void draw_big_word(const char *word, uint32_t top, uint8_t attr)
+{
+    uint32_t len = (uint32_t)strlen(word), scale_px = 6;
+    uint32_t left = g_screen.cols > len * 9 ? (g_screen.cols - len * 9) / 2 : 0;
+    for (uint32_t i = 0; i < len; i++) {
+        const uint8_t *glyph = &lhv_font8x16[(uint8_t)word[i] * 16];
+        for (uint32_t gy = 0; gy < 8; gy++)
+            for (uint32_t gx = 0; gx < 8; gx++) {
+                bool on = (glyph[gy * 2 + 1] & (0x80 >> gx)) != 0;
+                uint32_t col = left + i * 9 + gx, row = top + gy;
+                if (g_screen.backend == SCREEN_VGA)
+                    put_cell(col, row, on ? (char)0xdb : ' ', attr);
+                else if (on)
+                    fb_fill(col * 8, row * 16, 8, 16, g_palette[attr & 0xf]);
+                (void)scale_px;
+            }
+    }
+}
+
+void screen_final(const char *verdict, enum screen_color color, const char *const *lines, int nlines)
+{
+    if (g_screen.backend == SCREEN_NONE)
+        return;
+    spin_lock(&g_screen.lock, -4);
+    static const uint8_t attrs[] = { 0x0a, 0x0c, 0x0e, 0x07 };
+    uint8_t attr = attrs[color];
+    clear_rows(1, g_screen.rows);
+    draw_big_word(verdict, 2, attr);
+    uint32_t row = 11;
+    for (int i = 0; i < nlines && row < g_screen.rows; i++, row++) {
+        if (row == g_screen.rows - 1 && i < nlines - 1) {
+            char more[48];
+            snprintf(more, sizeof(more), "... and %d more (see serial log)", nlines - i);
+            put_text(0, row, more, ATTR_TEXT, true);
+            break;
+        }
+        put_text(0, row, lines[i], i == 0 ? attr : ATTR_TEXT, true);
+    }
+    spin_unlock(&g_screen.lock);
+}

@@ -1,0 +1,129 @@
+/*
+ * The option table and the command line. The table is placed in .lhv_options so the harness can
+ * read it out of the ELF and check LHV_OPT.md against it. Nothing is guessed: an unknown word, a
+ * malformed number, an unknown or unimplemented bit stops the run with a message.
+ */
+#include "options.h"
+#include "scenario.h"
+
+#define OPTION(NAME, IMPL, DEF, MEANING)                                                    \
+    static const struct lhv_option_def lhv_option_##NAME                                    \
+        __attribute__((used, section(".lhv_options"), aligned(8))) = { #NAME, LHV_OPT_##NAME, IMPL, DEF, MEANING }
+
+OPTION(USE_MSR_LOAD, 1, 1, "VM-entry/VM-exit MSR load and store lists (selects msr_lists)");
+OPTION(NO_EFLAGS_IF, 1, 0, "L2 guests run with RFLAGS.IF=0");
+OPTION(USE_EPT, 1, 1, "EPT (selects ept_basic; with 0x20 selects pae_cr3_unmapped)");
+OPTION(USE_SWITCH_EPT, 0, 0, "switch between EPT roots (not implemented yet)");
+OPTION(USE_VPID, 1, 0, "L2 guests run with VPID 1 (scenarios SKIP without VPID)");
+OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects pae_cr3_unmapped)");
+OPTION(USER_MODE, 0, 0, "guest code at CPL 3 (not implemented yet)");
+OPTION(USE_VMXOFF, 1, 1, "VMXOFF/VMXON cycle and relaunch in vmx_lifecycle");
+OPTION(USE_LARGE_PAGE, 1, 0, "2 MiB EPT pages everywhere (needs 0x4 and 2 MiB EPT pages)");
+OPTION(NO_INTERRUPT, 0, 0, "no timer interrupts (not implemented: the watchdog needs them)");
+OPTION(USE_MSRBITMAP, 0, 0, "MSR bitmap scenario (not implemented yet)");
+OPTION(NESTED_USER_MODE, 0, 0, "user mode in the guest's nested guest (not implemented yet)");
+OPTION(USE_PS2_MOUSE, 0, 0, "PS/2 mouse interrupts (not implemented)");
+OPTION(NO_VGA_ART, 1, 0, "do not draw on the screen (serial only)");
+
+/* Bounds of .lhv_options, from the linker script. */
+extern const struct lhv_option_def lhv_options_start[], lhv_options_end[];
+
+uint64_t lhv_default_opt(void)
+{
+    uint64_t opt = 0;
+    for (const struct lhv_option_def *o = lhv_options_start; o < lhv_options_end; o++)
+        if (o->is_default)
+            opt |= o->value;
+    return opt;
+}
+
+bool options_validate_opt(uint64_t opt, char *error, size_t error_size)
+{
+    uint64_t known = 0;
+    for (const struct lhv_option_def *o = lhv_options_start; o < lhv_options_end; o++) {
+        known |= o->value;
+        if ((opt & o->value) && !o->implemented) {
+            snprintf(error, error_size, "lhv_opt bit 0x%llx %s is not implemented in this LHV",
+                     (unsigned long long)o->value, o->name);
+            return false;
+        }
+    }
+    if (opt & ~known) {
+        snprintf(error, error_size, "lhv_opt=0x%llx has unknown bits 0x%llx", (unsigned long long)opt,
+                 (unsigned long long)(opt & ~known));
+        return false;
+    }
+    if ((opt & LHV_OPT_USE_LARGE_PAGE) && !(opt & LHV_OPT_USE_EPT)) {
+        snprintf(error, error_size, "lhv_opt bit 0x100 USE_LARGE_PAGE needs 0x4 USE_EPT");
+        return false;
+    }
+    return true;
+}
+
+static bool value_is(const char *word, size_t len, const char *key, const char **value, size_t *value_len)
+{
+    size_t k = strlen(key);
+    if (len <= k || memcmp(word, key, k))
+        return false;
+    *value = word + k;
+    *value_len = len - k;
+    return true;
+}
+
+static bool parse_word(const char *word, size_t len, struct run_options *out, char *error, size_t error_size)
+{
+    const char *value;
+    size_t value_len;
+    if (value_is(word, len, "lhv_opt=", &value, &value_len)) {
+        if (!parse_u64(value, value_len, &out->opt)) {
+            snprintf(error, error_size, "malformed lhv_opt value '%.*s' (want 0x<hex> or decimal)", (int)value_len, value);
+            return false;
+        }
+        return options_validate_opt(out->opt, error, error_size);
+    }
+    if (value_is(word, len, "tests=", &value, &value_len) || value_is(word, len, "inject=", &value, &value_len)) {
+        bool tests = word[0] == 't';
+        char *dst = tests ? out->tests : out->inject;
+        size_t size = tests ? sizeof(out->tests) : sizeof(out->inject);
+        if (value_len >= size) {
+            snprintf(error, error_size, "%.*s value too long", (int)(value - word - 1), word);
+            return false;
+        }
+        memcpy(dst, value, value_len);
+        dst[value_len] = 0;
+        return true;
+    }
+    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject=)", (int)len, word);
+    return false;
+}
+
+static bool has_equals(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '=')
+            return true;
+    return false;
+}
+
+/* The first word is the kernel's path when GRUB or QEMU put it there: it has no '='. */
+bool options_parse(const char *cmdline, struct run_options *out, char *error, size_t error_size)
+{
+    memset(out, 0, sizeof(*out));
+    out->opt = lhv_default_opt();
+    bool first = true;
+    for (const char *p = cmdline ? cmdline : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        const char *start = p;
+        while (*p && *p != ' ')
+            p++;
+        size_t len = (size_t)(p - start);
+        if (!len)
+            break;
+        bool is_path = first && !has_equals(start, len);
+        first = false;
+        if (!is_path && !parse_word(start, len, out, error, error_size))
+            return false;
+    }
+    return true;
+}

@@ -1,0 +1,44 @@
+/* LHV_OPT bits. Values and names of 0x1..0x2000 are those of the original LHV; the table in
+ * options.c (which the harness reads out of the ELF and checks against LHV_OPT.md) says which
+ * ones this LHV implements. */
+#ifndef LHV_OPTIONS_H
+#define LHV_OPTIONS_H
+
+#include "lib/lib.h"
+
+#define LHV_OPT_USE_MSR_LOAD 0x1ull
+#define LHV_OPT_NO_EFLAGS_IF 0x2ull
+#define LHV_OPT_USE_EPT 0x4ull
+#define LHV_OPT_USE_SWITCH_EPT 0x8ull
+#define LHV_OPT_USE_VPID 0x10ull
+#define LHV_OPT_USE_UNRESTRICTED_GUEST 0x20ull
+#define LHV_OPT_USER_MODE 0x40ull
+#define LHV_OPT_USE_VMXOFF 0x80ull
+#define LHV_OPT_USE_LARGE_PAGE 0x100ull
+#define LHV_OPT_NO_INTERRUPT 0x200ull
+#define LHV_OPT_USE_MSRBITMAP 0x400ull
+#define LHV_OPT_NESTED_USER_MODE 0x800ull
+#define LHV_OPT_USE_PS2_MOUSE 0x1000ull
+#define LHV_OPT_NO_VGA_ART 0x2000ull
+
+struct lhv_option_def {
+    char name[32];
+    uint64_t value;
+    uint32_t implemented;
+    uint32_t is_default;
+    char meaning[80];
+};
+_Static_assert(sizeof(struct lhv_option_def) == 128, "option record layout is read by the harness");
+
+struct run_options {
+    uint64_t opt;
+    char tests[256]; /* tests= value, "" for all */
+    char inject[40]; /* inject= value, "" for none */
+};
+
+uint64_t lhv_default_opt(void);
+/* Parses the multiboot command line. On error, writes the message and returns false. */
+bool options_parse(const char *cmdline, struct run_options *out, char *error, size_t error_size);
+bool options_validate_opt(uint64_t opt, char *error, size_t error_size);
+
+#endif

@@ -1,0 +1,28 @@
+/* The runner's interface to the rest of L1 (boot code, interrupt handlers). */
+#ifndef LHV_RUN_H
+#define LHV_RUN_H
+
+#include "options.h"
+#include "scenario.h"
+
+#define RUN_MAX_FAILED 24
+struct run_totals {
+    int count, good, bad, skipped, error;
+    enum verdict worst;
+    int failed_count;
+    char failed[RUN_MAX_FAILED][64]; /* "FAILED <id>: <VERDICT>", also drawn on the screen */
+};
+
+const char *verdict_name(enum verdict v);
+void totals_add(struct run_totals *t, const char *id, enum verdict v);
+struct run_totals *run_totals(void);
+
+__attribute__((noreturn)) void run_scenarios(const struct run_options *o);
+/* Prints the summary and the result, shows them on screen, and ends the run (main.c). */
+__attribute__((noreturn)) void run_end(enum verdict result);
+
+void runner_watchdog(uintptr_t interrupted_ip);
+void runner_on_exception(const char *what);
+void vmx_after_scenario(void);
+
+#endif

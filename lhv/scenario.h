@@ -1,0 +1,68 @@
+/*
+ * The scenario contract. A scenario is one file in tests/ that declares itself with
+ * LHV_SCENARIO(); the record lands in the .lhv_scenarios section, which the runner walks and the
+ * harness reads straight out of the ELF (so the record layout below is fixed: 128 bytes).
+ */
+#ifndef LHV_SCENARIO_H
+#define LHV_SCENARIO_H
+
+#include "lib/lib.h"
+
+/* Ordered: the worst verdict wins. TIMEOUT counts as BAD, CRASH ends the run. */
+enum verdict { VERDICT_GOOD, VERDICT_SKIP, VERDICT_ERROR, VERDICT_BAD, VERDICT_TIMEOUT, VERDICT_CRASH };
+
+#define SUBARCH_I386 1u
+#define SUBARCH_AMD64 2u
+#define SUBARCH_ALL 3u
+
+struct scenario;
+typedef void (*scenario_body)(struct scenario *s);
+
+struct lhv_scenario_def {
+    char id[40];
+    char requires[56]; /* comma-separated requirement words, checked by vmx_requirement_met() */
+    uint64_t opt_mask; /* selected when all these LHV_OPT bits are set */
+    uint32_t budget_ms;
+    uint32_t subarch_mask;
+    union {
+        scenario_body body;
+        uint64_t body_slot;
+    };
+    uint64_t reserved;
+};
+_Static_assert(sizeof(struct lhv_scenario_def) == 128, "registry record layout is read by the harness");
+
+#define LHV_SCENARIO(ID, OPT_MASK, REQUIRES, BUDGET_MS, SUBARCH, BODY)                       \
+    static void BODY(struct scenario *s);                                                    \
+    static const struct lhv_scenario_def lhv_scenario_##ID                                   \
+        __attribute__((used, section(".lhv_scenarios"), aligned(8))) = {                     \
+            #ID, REQUIRES, OPT_MASK, BUDGET_MS, SUBARCH, { .body = BODY }, 0 }
+
+/* Runtime state of the scenario being run. */
+struct scenario {
+    const struct lhv_scenario_def *def;
+    enum verdict verdict;
+    char reason[200];
+    bool inject; /* inject=<this id>: L1 deliberately wrong, the scenario must say BAD */
+};
+
+uint64_t lhv_opt(void);
+
+/* Record a verdict (the worst one is kept, with its reason). They return false so that a check
+ * can be written as: if (!expect_eq(...)) return; */
+bool scenario_bad(struct scenario *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool scenario_error(struct scenario *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool scenario_skip(struct scenario *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void scenario_info(struct scenario *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Every check passed: without this (or another verdict) the scenario is an ERROR. */
+void scenario_good(struct scenario *s);
+/* Leave the scenario at once (from anywhere in L1, also from an interrupt handler). */
+__attribute__((noreturn)) void scenario_abort(enum verdict v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* BAD (expected <what>=<exp>, observed <what>=<obs>) unless equal. */
+bool expect_eq_u64(struct scenario *s, const char *what, uint64_t expected, uint64_t observed);
+#define expect_eq(s, what, expected, observed) \
+    expect_eq_u64((s), (what), (uint64_t)(expected), (uint64_t)(observed))
+
+#endif

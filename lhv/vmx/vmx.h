@@ -1,0 +1,197 @@
+/* L1's VMX layer: capabilities, VMX instructions, the VMCS, the vCPU that runs an L2 guest. */
+#ifndef LHV_VMX_H
+#define LHV_VMX_H
+
+#include "arch/arch.h"
+#include "vmx/vmcs_fields.h"
+
+enum vmcs_field {
+#define VMCS_ENUM(name, enc) VMCS_##name = enc,
+    VMCS_FIELD_TABLE(VMCS_ENUM)
+#undef VMCS_ENUM
+};
+
+struct vmcs_field_info {
+    const char *name;
+    uint32_t encoding;
+};
+extern const struct vmcs_field_info g_vmcs_fields[];
+extern const size_t g_vmcs_field_count;
+
+/* Results of VMX instructions (SDM 31.2 "Conventions"). */
+enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
+
+/* VM-instruction error numbers used by the scenarios (SDM 31.4). */
+#define VMXERR_VMLAUNCH_NONCLEAR 4
+#define VMXERR_VMRESUME_NONLAUNCHED 5
+#define VMXERR_VMXON_IN_ROOT 15
+
+/* Basic exit reasons (SDM Appendix C). */
+#define EXIT_EXCEPTION_NMI 0
+#define EXIT_EXTERNAL_INTERRUPT 1
+#define EXIT_TRIPLE_FAULT 2
+#define EXIT_CPUID 10
+#define EXIT_HLT 12
+#define EXIT_VMCALL 18
+#define EXIT_CR_ACCESS 28
+#define EXIT_RDMSR 31
+#define EXIT_WRMSR 32
+#define EXIT_INVALID_GUEST_STATE 33
+#define EXIT_MSR_LOADING 34
+#define EXIT_EPT_VIOLATION 48
+#define EXIT_EPT_MISCONFIG 49
+#define EXIT_VMFUNC 59
+const char *exit_reason_name(uint32_t reason);
+
+/* Control bits, named where LHV uses them (SDM 24.6, 24.7, 24.8). */
+#define PIN_EXTERNAL_INTERRUPT_EXITING (1u << 0)
+#define PIN_NMI_EXITING (1u << 3)
+#define PIN_PREEMPTION_TIMER (1u << 6)
+#define PROC_HLT_EXITING (1u << 7)
+#define PROC_CR3_LOAD_EXITING (1u << 15)
+#define PROC_CR3_STORE_EXITING (1u << 16)
+#define PROC_MTF (1u << 27)
+#define PROC_USE_MSR_BITMAPS (1u << 28)
+#define PROC_ACTIVATE_SECONDARY (1u << 31)
+#define PROC2_EPT (1u << 1)
+#define PROC2_VPID (1u << 5)
+#define PROC2_UNRESTRICTED_GUEST (1u << 7)
+#define PROC2_VMFUNC (1u << 13)
+#define EXIT_HOST_ADDR_SPACE_SIZE (1u << 9)
+#define EXIT_SAVE_EFER (1u << 20)
+#define EXIT_LOAD_EFER (1u << 21)
+#define ENTRY_IA32E_MODE_GUEST (1u << 9)
+#define ENTRY_LOAD_EFER (1u << 15)
+
+/* What the capability MSRs said, read once on the BSP (SDM Appendix A). */
+struct vmx_caps {
+    bool cpuid_vmx;
+    bool usable; /* VMX present and allowed by IA32_FEATURE_CONTROL */
+    uint64_t feature_control;
+    uint64_t basic, misc, ept_vpid, vmfunc;
+    uint64_t pin, proc, proc2, exit, entry; /* allowed-0 low, allowed-1 high (TRUE_* when offered) */
+    uint64_t cr0_fixed0, cr0_fixed1, cr4_fixed0, cr4_fixed1;
+};
+extern struct vmx_caps g_vmx;
+
+#define ALLOWED1(ctl_msr, bit) (((ctl_msr) >> 32) & (bit))
+#define EPT_CAP_WALK4 (1ull << 6)
+#define EPT_CAP_WB (1ull << 14)
+#define EPT_CAP_2M (1ull << 16)
+#define EPT_CAP_1G (1ull << 17)
+#define EPT_CAP_INVEPT (1ull << 20)
+#define EPT_CAP_AD (1ull << 21)
+#define EPT_CAP_INVEPT_SINGLE (1ull << 25)
+#define EPT_CAP_INVEPT_ALL (1ull << 26)
+#define VPID_CAP_INVVPID (1ull << 32)
+
+void vmx_read_caps(void);
+int vmx_format_caps(char *buf, size_t size);
+/* Checks one requirement word ("ept", "ug", "cpus>=2"...). When it is not met, the reason read
+ * from the MSRs goes into reason. */
+enum { REQ_MET, REQ_ABSENT, REQ_UNKNOWN };
+int vmx_requirement_check(const char *word, size_t len, char *reason, size_t reason_size);
+
+bool vmx_cpu_enable(struct percpu *cpu, char *why, size_t why_size);
+uint64_t vmx_alloc_region_phys(void *page);
+
+/* Raw instructions: they return what the CPU said, for scenarios that test the instructions. */
+int vmx_on(uint64_t phys);
+int vmx_off(void);
+int vmcs_clear(uint64_t phys);
+int vmcs_load(uint64_t phys);
+int vmcs_store(uint64_t *phys);
+int vmx_vmread(uint32_t field, uint64_t *value);
+int vmx_vmwrite(uint32_t field, uint64_t value);
+int vmx_invept(uint64_t type, uint64_t eptp);
+int vmx_invvpid(uint64_t type, uint16_t vpid, uint64_t linear);
+uint32_t vmx_instruction_error(void);
+
+/* Checked accessors: a failure here is a bug in the scenario's setup, so the scenario ends
+ * with ERROR naming the field. */
+uint64_t vmcs_read(enum vmcs_field field);
+void vmcs_write(enum vmcs_field field, uint64_t value);
+
+/* General-purpose registers of L2, in the order vmentry.S uses. */
+struct guest_regs {
+#ifdef __x86_64__
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15;
+#else
+    uint32_t rax, rbx, rcx, rdx, rsi, rdi, rbp;
+#endif
+};
+int vmx_enter(struct guest_regs *regs, int launched);
+
+/* How an L2 guest starts. */
+enum guest_mode {
+    GUEST_MODE_NATIVE, /* like L1: long mode on amd64, 32-bit PAE paging on i386, L1's page tables */
+    GUEST_MODE_PAE32,  /* 32-bit protected mode, PAE paging with the guest's own tables (guest/) */
+};
+
+struct guest_config {
+    enum guest_mode mode;
+    uintptr_t entry;     /* guest RIP */
+    uintptr_t arg;       /* passed to the guest in RDI/EDI... see guest/guest.h */
+    uintptr_t stack_top; /* guest RSP */
+    uint64_t eptp;       /* 0: no EPT */
+    bool unrestricted;
+    bool msr_bitmap;     /* use an all-zero MSR bitmap: no RDMSR/WRMSR exits */
+};
+
+struct vmx_exit {
+    uint32_t reason; /* full exit reason; bit 31 set for a VM-entry failure */
+    uint64_t qualification;
+    uint64_t guest_physical;
+    uint64_t guest_linear;
+    uint64_t guest_rip;
+    uint32_t instruction_length;
+    uint32_t interruption_info;
+    uint32_t interruption_error;
+    uint32_t idt_vectoring_info;
+};
+
+struct vcpu {
+    struct guest_regs regs;
+    void *vmcs;
+    uint64_t vmcs_phys;
+    bool launched;
+    uint32_t exits; /* exits seen so far, for the watchdog's report */
+    struct vmx_exit exit;
+    uint32_t entry_error; /* VM-instruction error after a VMfailValid entry */
+    uint8_t *msr_bitmap;
+};
+
+/* Creates the VMCS, makes it current and fills host state, controls and guest state. */
+void vcpu_init(struct vcpu *v, const struct guest_config *cfg);
+/* Runs L2 until an exit the scenario must see (external interrupts are handled here).
+ * Returns VMX_OK with v->exit filled, or the VMfail status of the entry. */
+int vcpu_run(struct vcpu *v);
+void vcpu_skip_instruction(struct vcpu *v);
+/* For guests written in C (see guest/guest.h): sets RIP, RSP and the trampoline registers. */
+typedef uintptr_t (*vcpu_guest_fn)(uintptr_t arg);
+void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
+void vcpu_set_controls(uint32_t field, uint32_t set_bits, uint32_t clear_bits);
+extern struct vcpu *volatile g_running_vcpu;
+/* Remember a VMCS made by hand so the runner VMCLEARs it after the scenario. */
+void vcpu_track_vmcs(uint64_t phys);
+
+/* EPT (SDM 28.3): identity map of the low 4 GiB, write-back, built from the page pool. */
+struct ept {
+    uint64_t *pml4;
+    uint64_t eptp;
+};
+#define EPT_READ 1ull
+#define EPT_WRITE 2ull
+#define EPT_EXEC 4ull
+#define EPT_RWX 7ull
+#define EPT_MEMTYPE_WB (6ull << 3)
+void ept_build_identity(struct ept *ept, bool large_pages);
+uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa); /* splits a 2 MiB mapping if needed */
+void ept_set_4k(struct ept *ept, uint64_t gpa, uint64_t hpa, uint64_t rights);
+void ept_invalidate(struct ept *ept);
+
+/* Page pool: zeroed 4 KiB pages for VMCSs, EPT tables, bitmaps; reset between scenarios. */
+void *page_alloc(void);
+void page_pool_reset(void);
+
+#endif
