@@ -2,7 +2,8 @@
 consistency checks that catch a lying image.
 
 Rules (see DESIGN.md "Output"):
-- no LHV banner                     -> NO-OUTPUT (CRASH if the emulator saw one)
+- no LHV banner                     -> NO-OUTPUT (CRASH if the emulator or the
+  image reported one; ERROR if other LHV lines appear without the banner)
 - more than one banner              -> CRASH (the machine reset and ran again)
 - RESULT present: the TEST lines are the truth.  The harness recomputes the
   RESULT (worst of GOOD < SKIP < ERROR < BAD, TIMEOUT = BAD; an `LHV ERROR:`
@@ -153,8 +154,14 @@ def judge(p, ctx=None):
         j.problems.append("malformed TEST line %d: %r" % (n, line))
 
     if not p.banners:
-        if ctx.ended == "crash":
-            j.verdict, j.reason = V.CRASH, "no LHV banner; " + (ctx.end_detail or "crash")
+        if ctx.ended == "crash" or p.result == V.CRASH or p.exceptions:
+            j.verdict = V.CRASH
+            j.reason = "no LHV banner; " + "; ".join(
+                x for x in [ctx.end_detail if ctx.ended == "crash" else ""]
+                + p.exceptions[-1:] + (["RESULT CRASH"] if p.result == V.CRASH else []) if x)
+        elif p.tests or p.result or p.summary or p.errors:
+            j.verdict, j.reason = V.ERROR, "harness: LHV output without its banner line"
+            j.problems.append("no LHV banner before the other LHV lines")
         else:
             j.verdict = V.NO_OUTPUT
             j.reason = "no LHV banner on serial" + (

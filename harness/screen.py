@@ -65,6 +65,19 @@ def write_ppm(w, h, pix):
     return b"P6\n%d %d\n255\n" % (w, h) + bytes(pix)
 
 
+def write_png(w, h, pix):
+    """RGB bytes -> PNG file contents (for people looking at a kept screen)."""
+    import struct
+    import zlib
+    raw = b"".join(b"\0" + pix[y * w * 3:(y + 1) * w * 3] for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + \
+            struct.pack(">I", zlib.crc32(tag + data) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
 def load_font(path_or_bytes):
     data = path_or_bytes
     if not isinstance(data, (bytes, bytearray)):

@@ -205,11 +205,14 @@ def run_bochs(spec, rundir):
     except FileNotFoundError:
         log_text = ""
     crash = bochs_crash(log_text, out_text)
+    # Where CPU0 was when Bochs stopped (its debugger prints it on exit/interrupt).
+    where = re.findall(r"^\(0\)\.?\[?\d*\]? ?\[0x[0-9a-f]+\] (\S+) \(unk\. ctxt\): (.*?)\s*;",
+                       out_text, re.M)
+    where = "; CPU0 at %s: %s" % where[-1] if where else ""
     if o.ended == "timeout":
-        where = re.findall(r"^\(\d+\)\.?\[?\d*\]? ?\[0x[0-9a-f]+\] (\S+) \(unk\. ctxt\): (.*?)\s*;",
-                           out_text, re.M)
-        if where:
-            o.end_detail += "; CPU0 stopped at %s: %s" % where[-1]
+        o.end_detail += where
+    elif crash:
+        crash += where
     if not o.end_state:
         if "Magic breakpoint" in out_text:
             o.end_state = "magic_break"
@@ -323,9 +326,12 @@ def _qemu_screen(mon, spec, rundir, font):
         mon.cmd("screendump", filename=str(path))
         for _ in range(50):
             try:
-                return "ppm", scr.decode_framebuffer(*scr.parse_ppm(path.read_bytes()), font)
+                img = scr.parse_ppm(path.read_bytes())
             except (FileNotFoundError, ValueError):
                 time.sleep(0.05)
+                continue
+            (rundir / "screen.png").write_bytes(scr.write_png(*img))
+            return "ppm", scr.decode_framebuffer(*img, font)
         raise RuntimeError("screendump produced no readable file")
     path = rundir / "vga.bin"
     mon.cmd("pmemsave", val=0xb8000, size=4000, filename=str(path))

@@ -127,6 +127,14 @@ def test_no_output():
     assert j.verdict == V.CRASH
 
 
+def test_no_banner_but_crash_or_lines():
+    j = judge_text("LHV EXCEPTION cpu=0 double fault vector=8\nLHV SUMMARY: 0 good, 0 bad, "
+                   "0 skipped, 0 error\nLHV RESULT: CRASH\n")
+    assert j.verdict == V.CRASH and "double fault" in j.reason
+    j = judge_text(log(GOOD3, "auto", banner=None))
+    assert j.verdict == V.ERROR and "without its banner" in j.reason
+
+
 def test_truncated_offline_log_is_incomplete():
     text = log(GOOD3[:2])            # no RESULT
     j = judge_text(text[:-5])        # and cut mid-line
