@@ -47,9 +47,9 @@ build/$(1)/%.S.o: %.S $$(HEADERS) build/font8x16.bin
 	@echo "  CC $(1) $$<"; $$(CC) $$(CFLAGS_COMMON) $$(CFLAGS_$(1)) -c $$< -o $$@
 images/lhv-$(1).elf: $$(OBJS_$(1)) lhv/lhv.ld
 	@mkdir -p images
-	$$(CC) $$(CFLAGS_$(1)) $$(LDFLAGS) $$(OBJS_$(1)) -lgcc -o $$@
+	@echo "  LD $$@"; $$(CC) $$(CFLAGS_$(1)) $$(LDFLAGS) $$(OBJS_$(1)) -lgcc -o $$@
 images/lhv-$(1).iso: images/lhv-$(1).elf tools/mkiso.sh
-	tools/mkiso.sh $(1) $$< $$@ ""
+	@echo "  ISO $$@"; tools/mkiso.sh $(1) $$< $$@ ""
 endef
 $(foreach a,$(ARCHES),$(eval $(call arch_rules,$(a))))
 

@@ -265,6 +265,7 @@ void lhv_main(uint32_t magic, uint32_t info)
     char option_error[200] = "";
     bool options_ok = options_parse(g_cmdline, &options, option_error, sizeof(option_error));
     screen_setup(!options_ok || !(options.opt & LHV_OPT_NO_VGA_ART));
+    detect_emulator(); /* early: even a crash during start-up must end the emulator's run */
 
     gdt_init_cpu(0);
     idt_init();
@@ -278,7 +279,6 @@ void lhv_main(uint32_t magic, uint32_t info)
     smp_boot_aps();
     lapic_start_bsp_timer();
     irq_enable();
-    detect_emulator();
 
     print_banner(options_ok ? options.opt : lhv_default_opt());
     if (magic != MB1_BOOT_MAGIC && magic != MB2_BOOT_MAGIC)

@@ -63,11 +63,27 @@ static void lapic_start_timer(uint32_t hz)
     lapic_write(LAPIC_TIMER_INIT, (uint32_t)((uint64_t)g_lapic_ticks_per_10ms * 100 / hz));
 }
 
+/* The BIOS leaves the 8259 PICs delivering IRQ0 at vector 8, which would look like a double
+ * fault: move them to 0x20-0x2f and mask every line; LHV uses only the local APIC. */
+static void legacy_pic_disable(void)
+{
+    static const uint8_t init[2][4] = { { 0x11, 0x20, 0x04, 0x01 }, { 0x11, 0x28, 0x02, 0x01 } };
+    for (int pic = 0; pic < 2; pic++) {
+        uint16_t cmd = pic ? 0xa0 : 0x20;
+        outb(cmd, init[pic][0]);
+        for (int i = 1; i < 4; i++)
+            outb((uint16_t)(cmd + 1), init[pic][i]);
+        outb((uint16_t)(cmd + 1), 0xff);
+    }
+}
+
 /* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat. */
 void lapic_init_cpu(bool bsp)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
     g_x2apic = (base & APIC_BASE_X2APIC) != 0;
+    if (bsp)
+        legacy_pic_disable();
     if (!(base & APIC_BASE_ENABLE))
         wrmsr(MSR_APIC_BASE, base | APIC_BASE_ENABLE);
     g_lapic_mmio = (volatile uint32_t *)(uintptr_t)(base & 0xfffff000u);
