@@ -74,9 +74,9 @@ def test_bochs_all_scenarios(arch, model, cpus):
 def test_bochs_negative_control(arch, sid):
     """inject=<id> makes L1 deliberately wrong for that scenario: it must say BAD."""
     need_images()
-    if sid == NO_IMAGE:
-        pytest.fail("registry has no scenarios")
     reg = registry_for(arch)
+    if sid == NO_IMAGE:
+        pytest.fail("the ELF registries have no scenarios")
     if sid not in reg.ids(arch):
         pytest.skip("%s is not built for %s" % (sid, arch))
     rec = run(RunSpec(target="bochs", arch=arch, cpu_model=NEG_MODEL[0], cpus=NEG_MODEL[1],
