@@ -11,23 +11,26 @@ mkdir -p "$root/boot/grub"
 cp "$elf" "$root/boot/lhv.elf"
 cfg="$root/boot/grub/grub.cfg"
 {
-    echo 'if [ "$grub_platform" = "pc" ]; then set gfxpayload=text; fi'
+    # UEFI needs multiboot 2 (memory map, ACPI, GOP framebuffer). Under BIOS, GRUB's multiboot 2
+    # loader switches to a VBE graphics mode for the framebuffer tag (and then dies under Bochs),
+    # so the BIOS path uses multiboot 1, which keeps VGA text.
+    echo 'function lhv_boot { if [ "$grub_platform" = "efi" ]; then multiboot2 /boot/lhv.elf $1; else multiboot /boot/lhv.elf $1; fi; boot; }'
     echo 'set default=0'
     if [ -n "$cmdline" ]; then
         echo 'set timeout=0'
-        echo "menuentry \"LHV $arch: $cmdline\" { multiboot2 /boot/lhv.elf $cmdline; boot; }"
+        echo "menuentry \"LHV $arch: $cmdline\" { lhv_boot \"$cmdline\"; }"
     else
         echo 'set timeout=3'
-        echo "menuentry \"LHV $arch: every scenario this CPU can run (default options)\" { multiboot2 /boot/lhv.elf; boot; }"
-        echo "menuentry \"LHV $arch: KVM bug 216212 reproducer (pae_cr3_unmapped, lhv_opt=0x24)\" { multiboot2 /boot/lhv.elf lhv_opt=0x24 tests=pae_cr3_unmapped; boot; }"
-        echo "menuentry \"LHV $arch: EPT scenarios (lhv_opt=0x24)\" { multiboot2 /boot/lhv.elf lhv_opt=0x24; boot; }"
-        echo "menuentry \"LHV $arch: everything with VPID (lhv_opt=0xb5)\" { multiboot2 /boot/lhv.elf lhv_opt=0xb5; boot; }"
-        echo "menuentry \"LHV $arch: everything with 2 MiB EPT pages (lhv_opt=0x1a5)\" { multiboot2 /boot/lhv.elf lhv_opt=0x1a5; boot; }"
+        echo "menuentry \"LHV $arch: every scenario this CPU can run (default options)\" { lhv_boot \"\"; }"
+        echo "menuentry \"LHV $arch: KVM bug 216212 reproducer (pae_cr3_unmapped, lhv_opt=0x24)\" { lhv_boot \"lhv_opt=0x24 tests=pae_cr3_unmapped\"; }"
+        echo "menuentry \"LHV $arch: EPT scenarios (lhv_opt=0x24)\" { lhv_boot \"lhv_opt=0x24\"; }"
+        echo "menuentry \"LHV $arch: everything with VPID (lhv_opt=0xb5)\" { lhv_boot \"lhv_opt=0xb5\"; }"
+        echo "menuentry \"LHV $arch: everything with 2 MiB EPT pages (lhv_opt=0x1a5)\" { lhv_boot \"lhv_opt=0x1a5\"; }"
     fi
 } > "$cfg"
 mkdir -p "$(dirname "$out")"
 # Only the modules the menu needs: smaller image, faster boot under Bochs.
 grub-mkrescue -o "$out" \
-    --install-modules="multiboot2 normal configfile test echo iso9660 part_msdos part_gpt all_video gfxterm" \
+    --install-modules="multiboot multiboot2 normal configfile test echo iso9660 part_msdos part_gpt part_acorn part_amiga part_apple part_bsd part_dfly part_dvh part_plan part_sun part_sunpc all_video" \
     --fonts= --locales= --themes= "$root" >/dev/null 2>"$root.log" || { cat "$root.log" >&2; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"

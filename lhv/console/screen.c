@@ -197,23 +197,24 @@ void screen_heartbeat(void)
     spin_unlock(&g_screen.lock);
 }
 
-/* Large letters: each pixel of the 8x16 glyph (every other row) becomes one cell (VGA text) or a
- * square of pixels (framebuffer). */
+/* Large letters: each pixel of glyph rows 2-11 (where the VGA font draws capitals) becomes one
+ * cell: a full block in VGA text, a filled 8x16 rectangle on a framebuffer. */
+#define BIG_FIRST_ROW 2
+#define BIG_ROWS 10
 static void draw_big_word(const char *word, uint32_t top, uint8_t attr)
 {
-    uint32_t len = (uint32_t)strlen(word), scale_px = 6;
+    uint32_t len = (uint32_t)strlen(word);
     uint32_t left = g_screen.cols > len * 9 ? (g_screen.cols - len * 9) / 2 : 0;
     for (uint32_t i = 0; i < len; i++) {
         const uint8_t *glyph = &lhv_font8x16[(uint8_t)word[i] * 16];
-        for (uint32_t gy = 0; gy < 8; gy++)
+        for (uint32_t gy = 0; gy < BIG_ROWS; gy++)
             for (uint32_t gx = 0; gx < 8; gx++) {
-                bool on = (glyph[gy * 2 + 1] & (0x80 >> gx)) != 0;
+                bool on = (glyph[BIG_FIRST_ROW + gy] & (0x80 >> gx)) != 0;
                 uint32_t col = left + i * 9 + gx, row = top + gy;
                 if (g_screen.backend == SCREEN_VGA)
                     put_cell(col, row, on ? (char)0xdb : ' ', attr);
                 else if (on)
                     fb_fill(col * 8, row * 16, 8, 16, g_palette[attr & 0xf]);
-                (void)scale_px;
             }
     }
 }
@@ -227,7 +228,7 @@ void screen_final(const char *verdict, enum screen_color color, const char *cons
     uint8_t attr = attrs[color];
     clear_rows(1, g_screen.rows);
     draw_big_word(verdict, 2, attr);
-    uint32_t row = 11;
+    uint32_t row = 2 + BIG_ROWS + 1;
     for (int i = 0; i < nlines && row < g_screen.rows; i++, row++) {
         if (row == g_screen.rows - 1 && i < nlines - 1) {
             char more[48];

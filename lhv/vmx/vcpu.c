@@ -143,9 +143,10 @@ static void setup_guest_state(struct vcpu *v, const struct guest_config *cfg)
     vmcs_write(VMCS_GUEST_IDTR_LIMIT, idtr.limit);
     if (vmcs_read(VMCS_ENTRY_CONTROLS) & ENTRY_LOAD_EFER)
         vmcs_write(VMCS_GUEST_IA32_EFER, native ? rdmsr(MSR_IA32_EFER) : 0);
-    if (cfg->eptp && !native) {
+    bool long_mode = native && sizeof(uintptr_t) == 8;
+    if (cfg->eptp && !long_mode) {
         /* PAE paging with EPT: VM entry loads the PDPTEs from these fields (SDM 27.3.2.4). */
-        const uint64_t *pdpt = guest_pae_pdpt();
+        const uint64_t *pdpt = (const uint64_t *)(uintptr_t)(cr3 & ~0x1full);
         for (int i = 0; i < 4; i++)
             vmcs_write(VMCS_GUEST_PDPTE0 + 2 * i, pdpt[i]);
     }
@@ -265,4 +266,35 @@ void vmx_after_scenario(void)
         for (int i = 0; i < g_scenario_vmcs_count; i++)
             vmcs_clear(g_scenario_vmcs[i]);
     g_scenario_vmcs_count = 0;
+}
+
+/* Run L2 and check the exit reason. A failed VM entry means the scenario's own setup is wrong
+ * (ERROR); a different exit is what the scenario checks (BAD, with what was seen). */
+bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
+{
+    int rc = vcpu_run(v);
+    if (rc != VMX_OK)
+        return scenario_error(s, "VM entry failed: %s, VM-instruction error %u",
+                              rc == VMX_FAIL_INVALID ? "VMfailInvalid" : "VMfailValid", v->entry_error);
+    struct vmx_exit *e = &v->exit;
+    if (e->reason & (1u << 31))
+        return scenario_error(s, "VM entry failed: exit reason %u (%s), qualification 0x%llx", e->reason & 0xffff,
+                              exit_reason_name(e->reason), (unsigned long long)e->qualification);
+    if ((e->reason & 0xffff) == expected_reason)
+        return true;
+    return scenario_bad(s, "expected %s exit (%u), observed %s exit (%u) at guest rip 0x%llx, interruption info 0x%x",
+                        exit_reason_name(expected_reason), expected_reason, exit_reason_name(e->reason),
+                        e->reason & 0xffff, (unsigned long long)e->guest_rip, e->interruption_info);
+}
+
+bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call)
+{
+    if (!vcpu_run_expect(s, v, EXIT_VMCALL))
+        return false;
+    if (v->regs.rax != call)
+        return scenario_bad(s, "expected VMCALL 0x%llx from the guest, observed VMCALL 0x%llx at rip 0x%llx",
+                            (unsigned long long)call, (unsigned long long)v->regs.rax,
+                            (unsigned long long)v->exit.guest_rip);
+    vcpu_skip_instruction(v);
+    return true;
 }

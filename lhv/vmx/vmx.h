@@ -167,6 +167,11 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg);
  * Returns VMX_OK with v->exit filled, or the VMfail status of the entry. */
 int vcpu_run(struct vcpu *v);
 void vcpu_skip_instruction(struct vcpu *v);
+struct scenario;
+/* vcpu_run() and check the exit reason: entry failure is ERROR, another exit is BAD. */
+bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason);
+/* Expect VMCALL number `call` (guest/guest.h) and step over it. */
+bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call);
 /* For guests written in C (see guest/guest.h): sets RIP, RSP and the trampoline registers. */
 typedef uintptr_t (*vcpu_guest_fn)(uintptr_t arg);
 void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
