@@ -15,6 +15,7 @@ cfg="$root/boot/grub/grub.cfg"
     # loader switches to a VBE graphics mode for the framebuffer tag (and then dies under Bochs),
     # so the BIOS path uses multiboot 1, which keeps VGA text.
     echo 'function lhv_boot { if [ "$grub_platform" = "efi" ]; then multiboot2 /boot/lhv.elf $1; else multiboot /boot/lhv.elf $1; fi; boot; }'
+    echo 'insmod all_video'
     echo 'set default=0'
     if [ -n "$cmdline" ]; then
         echo 'set timeout=0'
