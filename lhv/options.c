@@ -81,10 +81,15 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         }
         return options_validate_opt(out->opt, error, error_size);
     }
-    if (value_is(word, len, "tests=", &value, &value_len) || value_is(word, len, "inject=", &value, &value_len)) {
-        bool tests = word[0] == 't';
-        char *dst = tests ? out->tests : out->inject;
-        size_t size = tests ? sizeof(out->tests) : sizeof(out->inject);
+    char *dst = NULL;
+    size_t size = 0;
+    if (value_is(word, len, "tests=", &value, &value_len))
+        dst = out->tests, size = sizeof(out->tests);
+    else if (value_is(word, len, "inject=", &value, &value_len))
+        dst = out->inject, size = sizeof(out->inject);
+    else if (value_is(word, len, "selftest=", &value, &value_len))
+        dst = out->selftest, size = sizeof(out->selftest);
+    if (dst) {
         if (value_len >= size) {
             snprintf(error, error_size, "%.*s value too long", (int)(value - word - 1), word);
             return false;
@@ -93,7 +98,7 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         dst[value_len] = 0;
         return true;
     }
-    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject=)", (int)len, word);
+    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest=)", (int)len, word);
     return false;
 }
 

@@ -34,6 +34,7 @@ struct run_options {
     uint64_t opt;
     char tests[256]; /* tests= value, "" for all */
     char inject[40]; /* inject= value, "" for none */
+    char selftest[24]; /* selftest= value: l2_hang, l1_hang, l1_fault or crash (lhv/selftest.c) */
 };
 
 uint64_t lhv_default_opt(void);

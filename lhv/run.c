@@ -250,6 +250,17 @@ void run_scenarios(const struct run_options *o)
         lhv_printf("LHV ERROR: %s\n", error);
         run_end(VERDICT_ERROR);
     }
+    if (o->selftest[0]) {
+        bool crash;
+        const struct lhv_scenario_def *d = selftest_find(o->selftest, &crash);
+        if (crash)
+            selftest_crash_now();
+        if (!d) {
+            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault crash)\n", o->selftest);
+            run_end(VERDICT_ERROR);
+        }
+        run_one(d);
+    }
     for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
         if ((d->opt_mask & o->opt) == d->opt_mask && tests_select(o->tests, d->id))
             run_one(d);

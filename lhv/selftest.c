@@ -1,0 +1,57 @@
+/*
+ * Self-tests of the runner's safety nets, run only when the command line asks for one with
+ * selftest=<name>: they prove that a hang becomes TIMEOUT, an L1 fault inside a scenario becomes
+ * ERROR and the run goes on, and a fault outside any scenario ends the run with CRASH. They are
+ * not in the scenario registry, so a normal run never sees them.
+ */
+#include "arch/arch.h"
+#include "guest/guest.h"
+#include "run.h"
+#include "vmx/vmx.h"
+
+static uintptr_t guest_spin_forever(uintptr_t arg)
+{
+    for (;;)
+        cpu_relax();
+    return arg;
+}
+
+/* L2 never exits on its own: only the timer's external-interrupt exits reach L1. */
+static void selftest_l2_hang(struct scenario *s)
+{
+    struct vcpu v;
+    struct guest_config cfg = { .mode = GUEST_MODE_NATIVE };
+    vcpu_init_c_guest(&v, &cfg, guest_spin_forever, 0);
+    vcpu_run(&v);
+    scenario_error(s, "the spinning guest exited");
+}
+
+static void selftest_l1_hang(struct scenario *s)
+{
+    for (;;)
+        cpu_relax();
+}
+
+static void selftest_l1_fault(struct scenario *s)
+{
+    __asm__ volatile("ud2");
+    scenario_error(s, "ud2 did not fault");
+}
+
+static const struct lhv_scenario_def g_selftests[] = {
+    { "selftest_l2_hang", "vmx", 0, 500, SUBARCH_ALL, { .body = selftest_l2_hang }, 0 },
+    { "selftest_l1_hang", "", 0, 500, SUBARCH_ALL, { .body = selftest_l1_hang }, 0 },
+    { "selftest_l1_fault", "", 0, 500, SUBARCH_ALL, { .body = selftest_l1_fault }, 0 },
+};
+
+/* "crash" is not a scenario: the fault happens in the runner itself. */
+const struct lhv_scenario_def *selftest_find(const char *name, bool *crash)
+{
+    *crash = !strcmp(name, "crash");
+    for (size_t i = 0; i < ARRAY_SIZE(g_selftests); i++)
+        if (!strcmp(g_selftests[i].id + strlen("selftest_"), name))
+            return &g_selftests[i];
+    return NULL;
+}
+
+void selftest_crash_now(void) { __asm__ volatile("ud2"); }
