@@ -195,8 +195,9 @@ def format_list(reg, arch=None):
     if reg.options:
         lines.append("")
         lines.append("options (default 0x%x):" % reg.default_opt())
-        for o in reg.options:
-            lines.append("  0x%-8x %-26s %s%s  %s" % (
-                o.value, o.name, "default" if o.is_default else "       ",
-                "" if o.implemented else " (not implemented)", o.meaning))
+        w = max(len(o.name) for o in reg.options)
+        for o in sorted(reg.options, key=lambda o: o.value):
+            lines.append("  %-10s %-*s  %-7s  %-15s  %s" % (
+                "0x%x" % o.value, w, o.name, "default" if o.is_default else "",
+                "" if o.implemented else "not implemented", o.meaning))
     return "\n".join(lines)

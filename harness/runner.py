@@ -73,6 +73,15 @@ class RunSpec:
         return n
 
 
+def cmdline_value(cmdline, key):
+    """The last key=value of a multiboot command line (what the image will use)."""
+    val = None
+    for word in (cmdline or "").split():
+        if word.startswith(key + "="):
+            val = word[len(key) + 1:]
+    return val
+
+
 def load_registry(arch, elf=None):
     path = Path(elf) if elf else images.elf_path(arch)
     if not path.exists():
@@ -88,12 +97,11 @@ def default_timeout(spec, reg):
     if reg is None:
         return base + 120
     opt = reg.default_opt()
-    if spec.opt is not None:
-        try:
-            opt = int(spec.opt, 16)
-        except ValueError:
-            pass
-    sel = set(reg.selected(spec.arch, opt, spec.tests))
+    try:
+        opt = int(cmdline_value(spec.cmdline, "lhv_opt") or "", 16)
+    except ValueError:
+        pass
+    sel = set(reg.selected(spec.arch, opt, cmdline_value(spec.cmdline, "tests")))
     budget = sum(s.budget_ms for s in reg.scenarios if s.id in sel) / 1000.0
     return min(base + 3 * budget, 1800)
 
@@ -146,7 +154,7 @@ def run(spec):
         rec["logs"] = o.logs
         return rec
     ctx = Context(target=spec.target, arch=spec.arch, cpu_model=spec.cpu_model, cpus=spec.cpus,
-                  firmware=spec.firmware, target_version=o.version, tests=spec.tests,
+                  firmware=spec.firmware, target_version=o.version, tests=cmdline_value(spec.cmdline, "tests"),
                   opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
                   end_detail=o.end_detail, registry=reg)
     serial_path = Path(o.logs["serial"])

@@ -223,6 +223,9 @@ def test_lhv_error_option_run():
     assert j.verdict == V.ERROR and not j.problems
     assert j.errors == ["lhv_opt=0xzz: not a hex number"]
     assert "LHV ERROR" in j.reason
+    # Scenarios the registry would select are not owed after an LHV ERROR.
+    j = judge_text(text, Context(registry=reg("vmx_lifecycle")))
+    assert j.verdict == V.ERROR and not j.problems and j.missing == ["vmx_lifecycle"]
     # An LHV ERROR with RESULT GOOD is a lie.
     j = judge_text(text.replace("RESULT: ERROR", "RESULT: GOOD"))
     assert j.problems
