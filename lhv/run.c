@@ -163,6 +163,11 @@ static const struct lhv_scenario_def *find_scenario(const char *id, size_t len)
     return NULL;
 }
 
+static bool selected(const struct lhv_scenario_def *d, const struct run_options *o)
+{
+    return (d->opt_mask & o->opt) == d->opt_mask && tests_select(o->tests, d->id);
+}
+
 /* Every glob in tests= must match some scenario, and inject= must name one. */
 static bool validate_selection(const struct run_options *o, char *error, size_t size)
 {
@@ -180,8 +185,14 @@ static bool validate_selection(const struct run_options *o, char *error, size_t 
             return false;
         }
     }
-    if (o->inject[0] && !find_scenario(o->inject, strlen(o->inject))) {
+    const struct lhv_scenario_def *target = o->inject[0] ? find_scenario(o->inject, strlen(o->inject)) : NULL;
+    if (o->inject[0] && !target) {
         snprintf(error, size, "inject=%s: no such scenario", o->inject);
+        return false;
+    }
+    if (target && !selected(target, o)) {
+        snprintf(error, size, "inject=%s: that scenario is not selected by lhv_opt=0x%llx tests=%s", o->inject,
+                 (unsigned long long)o->opt, o->tests[0] ? o->tests : "*");
         return false;
     }
     return true;
@@ -262,7 +273,7 @@ void run_scenarios(const struct run_options *o)
         run_one(d);
     }
     for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
-        if ((d->opt_mask & o->opt) == d->opt_mask && tests_select(o->tests, d->id))
+        if (selected(d, o))
             run_one(d);
     if (!g_totals.count) {
         lhv_printf("LHV ERROR: no scenario selected by lhv_opt=0x%llx tests=%s\n", (unsigned long long)o->opt,
