@@ -73,13 +73,18 @@ def cmd_run(args):
     arches = _csv(args.arch) or ["amd64"]
     models = _csv(args.cpu_model) or [None]
     firmwares = _csv(args.firmware) or ["bios"]
+    # Bochs model names go to bochs, anything else to QEMU's -cpu.
+    bochs_models = [m for m in models if m in T.BOCHS_MODELS] or [None]
+    qemu_models = [m for m in models if m not in T.BOCHS_MODELS] or [None]
+    if "bochs" in tgts and qemu_models != [None] and not any(t.startswith("qemu") for t in tgts):
+        print("bochs CPU model must be one of %s" % ", ".join(T.BOCHS_MODELS), file=sys.stderr)
+        return V.EXIT_USAGE
     specs = []
     for t, a, fw in itertools.product(tgts, arches, firmwares):
-        for m in (models if t in ("bochs", "qemu-tcg", "qemu-kvm") else [None]):
-            if t == "bochs" and m is not None and m not in T.BOCHS_MODELS:
-                print("bochs CPU model must be one of %s" % ", ".join(T.BOCHS_MODELS),
-                      file=sys.stderr)
-                return V.EXIT_USAGE
+        if t == "bochs" and fw != "bios":
+            continue                      # Bochs boots by BIOS only
+        for m in {"bochs": bochs_models, "qemu-tcg": qemu_models,
+                  "qemu-kvm": qemu_models}.get(t, [None]):
             specs.append(RunSpec(target=t, arch=a, cpu_model=m, cpus=args.cpus, firmware=fw,
                                  boot=args.boot, opt=args.opt, tests=args.tests,
                                  inject=args.inject, extra=args.cmdline, timeout=args.timeout,

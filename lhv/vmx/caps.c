@@ -81,7 +81,7 @@ static bool has_load_efer(void)
 }
 
 static const struct feature g_features[] = {
-    { "vmx", has_vmx, "VMX not usable (CPUID.1:ECX[5] or IA32_FEATURE_CONTROL=0x%llx)", &g_vmx.feature_control },
+    { "vmx", has_vmx, "", &g_vmx.feature_control }, /* reasons written in vmx_requirement_check */
     { "ept", has_ept, "EPT with 4-level WB tables not offered (IA32_VMX_PROCBASED_CTLS2=0x%llx)", &g_vmx.proc2 },
     { "vpid", has_vpid, "VPID not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2 },
     { "ug", has_ug, "unrestricted guest not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2 },
@@ -133,6 +133,9 @@ int vmx_requirement_check(const char *word, size_t len, char *reason, size_t rea
             return REQ_MET;
         if (f->present == has_vmx && !g_vmx.cpuid_vmx)
             snprintf(reason, reason_size, "VMX not supported: CPUID.1:ECX[5]=0");
+        else if (f->present == has_vmx)
+            snprintf(reason, reason_size, "VMX disabled by firmware: IA32_FEATURE_CONTROL=0x%llx (locked, bit 2 clear)",
+                     (unsigned long long)g_vmx.feature_control);
         else
             snprintf(reason, reason_size, f->why_absent, (unsigned long long)*f->msr_value);
         return REQ_ABSENT;
