@@ -99,7 +99,9 @@ def compare(recs):
     out.append("")
     out.append("  " + "  ".join(["scenario".ljust(w0)] + [c.ljust(w) for c, w in zip(cols, ws)]))
     for sid, row in zip(ids, cells):
-        plain = {c.replace(" (known)", "") for c in row if c != "-"}
+        # A SKIP on a target without the feature is no finding; GOOD on one
+        # target and BAD/ERROR/TIMEOUT/MISSING on another is.
+        plain = {c.replace(" (known)", "") for c in row if c not in ("-", V.SKIP)}
         mark = "  <-- differs" if len(plain) > 1 else ""
         out.append("  " + "  ".join([sid.ljust(w0)] + [c.ljust(w) for c, w in zip(row, ws)])
                    + mark)
