@@ -64,7 +64,7 @@ test: all
 
 deps:
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$(cat tools/apt-packages.txt $$(ls harness/apt-packages.txt 2>/dev/null))
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $$(cat tools/apt-packages.txt $$(ls harness/apt-packages.txt 2>/dev/null))
 
 clean:
 	rm -rf build images

@@ -1,0 +1,13 @@
+#!/bin/sh
+# Installs everything LHV needs on a Debian 12 machine (the packages are listed in
+# tools/apt-packages.txt and harness/apt-packages.txt). Uses sudo when not run as root.
+set -eu
+cd "$(dirname "$0")/.."
+SUDO=
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v make >/dev/null 2>&1; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y make
+fi
+$SUDO make deps
