@@ -189,11 +189,29 @@ def base_record(spec, rundir, verdict, reason, wall):
     }
 
 
-def apply_screen(rec, j, rows, kind, error=""):
+NO_VGA_ART = 0x2000       # LHV_OPT bit: the image draws nothing on the screen
+
+
+def screen_off_reason(j, reg):
+    """Why the screen is not expected to show anything (NO_VGA_ART), or ''."""
+    bit = NO_VGA_ART
+    if reg is not None:
+        bit = next((o.value for o in reg.options if o.name == "NO_VGA_ART"), bit)
+    try:
+        opt = int((j.banner or {}).get("opt", ""), 16)
+    except ValueError:
+        return ""
+    return "NO_VGA_ART (0x%x) set: the image draws nothing" % bit if opt & bit else ""
+
+
+def apply_screen(rec, j, rows, kind, error="", reg=None):
     """Check the decoded screen against the judged serial log; may turn the
     run into a harness ERROR (the screen must say what serial says)."""
     scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
-    if j.image_result is not None and j.verdict not in (V.NO_OUTPUT, V.CRASH, V.TIMEOUT):
+    off = screen_off_reason(j, reg)
+    if off:
+        scrn["reason"] = off
+    elif j.image_result is not None and j.verdict not in (V.NO_OUTPUT, V.CRASH, V.TIMEOUT):
         if rows is None:
             scrn.update(checked=True, ok=False, reason=error or "no screen read back")
         else:
@@ -229,7 +247,7 @@ def record(spec, ctx, j, o, wall, rundir):
         if rec["verdict"] in (V.GOOD, V.SKIP, V.BAD):
             rec["verdict"] = rec["effective_verdict"] = V.ERROR
             rec["reason"] = "; ".join(o.problems)
-    apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error)
+    apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error, ctx.registry)
     return rec
 
 
@@ -270,5 +288,5 @@ def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, test
         except (OSError, ValueError, images.ImageError) as e:
             err = "cannot read screen: %s" % e
         rec["logs"]["screen"] = str(screen)
-        apply_screen(rec, j, rows, kind, err)
+        apply_screen(rec, j, rows, kind, err, reg)
     return rec

@@ -27,23 +27,29 @@ static void take_cmdline(const char *s)
         strlcpy(g_cmdline, s, sizeof(g_cmdline));
 }
 
+/* Multiboot 1 (offset 88) and 2 (tag offset 8) describe a framebuffer the same way: address,
+ * pitch, width, height, bpp, then the type and the colour field positions. */
+static void take_rgb_framebuffer(const uint8_t *fields, const uint8_t *colors)
+{
+    memcpy(&g_fb.addr, fields, 8);
+    memcpy(&g_fb.pitch, fields + 8, 4);
+    memcpy(&g_fb.width, fields + 12, 4);
+    memcpy(&g_fb.height, fields + 16, 4);
+    g_fb.bpp = fields[20];
+    g_fb.red_pos = colors[0];
+    g_fb.green_pos = colors[2];
+    g_fb.blue_pos = colors[4];
+    g_have_fb = true;
+    g_vga_text = false;
+}
+
 static void parse_mb1(const uint8_t *info)
 {
     uint32_t flags = *(const uint32_t *)info;
     if (flags & (1u << 2))
         take_cmdline((const char *)(uintptr_t) * (const uint32_t *)(info + 16));
-    if ((flags & (1u << 12)) && info[109] == 1) {
-        memcpy(&g_fb.addr, info + 88, 8);
-        memcpy(&g_fb.pitch, info + 96, 4);
-        memcpy(&g_fb.width, info + 100, 4);
-        memcpy(&g_fb.height, info + 104, 4);
-        g_fb.bpp = info[108];
-        g_fb.red_pos = info[110];
-        g_fb.green_pos = info[112];
-        g_fb.blue_pos = info[114];
-        g_have_fb = true;
-        g_vga_text = false;
-    }
+    if ((flags & (1u << 12)) && info[109] == 1)
+        take_rgb_framebuffer(info + 88, info + 110);
 }
 
 /* Multiboot 2 tags: everything is copied out, because low memory is reused for the AP trampoline. */
@@ -63,16 +69,7 @@ static void parse_mb2(const uint8_t *info)
         else if (type == 8) {
             uint8_t fb_type = tag[29];
             if (fb_type == 1) {
-                memcpy(&g_fb.addr, tag + 8, 8);
-                memcpy(&g_fb.pitch, tag + 16, 4);
-                memcpy(&g_fb.width, tag + 20, 4);
-                memcpy(&g_fb.height, tag + 24, 4);
-                g_fb.bpp = tag[28];
-                g_fb.red_pos = tag[32];
-                g_fb.green_pos = tag[34];
-                g_fb.blue_pos = tag[36];
-                g_have_fb = true;
-                g_vga_text = false;
+                take_rgb_framebuffer(tag + 8, tag + 32);
             } else if (fb_type != 2) {
                 g_vga_text = false;
             }

@@ -170,3 +170,24 @@ def test_qemu_kvm_needs_real_vmx():
     assert_clean(rec)
     assert rec["caps"].get("vmx") == "1", show(rec)
     assert rec["verdict"] not in (V.TIMEOUT, V.CRASH, V.NO_OUTPUT), show(rec)
+
+
+def test_judge_reproduces_a_real_run_and_catches_a_doctored_screen(tmp_path):
+    """`judge` on the kept logs gives the run's verdict; a screen that says
+    something else than serial is caught."""
+    need_images()
+    rec = run(RunSpec(target="qemu-tcg", arch="amd64", out=str(tmp_path / "run")))
+    assert rec["screen"]["ok"], show(rec)
+    from harness.runner import judge_file
+    again = judge_file(rec["logs"]["serial"], screen=rec["logs"]["screen"])
+    assert (again["verdict"], again["screen"]["ok"]) == (rec["verdict"], True), show(again)
+    vga = bytearray(Path(rec["logs"]["screen"]).read_bytes())
+    text = bytes(vga[0::2])
+    pos = text.find(b"LHV RESULT: " + rec["image_result"].encode())
+    assert pos >= 0
+    vga[(pos + 12) * 2:(pos + 16) * 2] = b"G\x07O\x07O\x07D\x07"
+    doctored = tmp_path / "vga.bin"
+    doctored.write_bytes(bytes(vga))
+    bad = judge_file(rec["logs"]["serial"], screen=str(doctored))
+    assert bad["screen"]["ok"] is False and bad["verdict"] == V.ERROR, show(bad)
+    assert "screen says RESULT GOOD" in bad["screen"]["reason"]
