@@ -64,7 +64,10 @@ def custom_iso(arch, cmdline, timeout=300):
     out = cache / ("lhv-%s-%s.iso" % (arch, key))
     with open(cache / (out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if out.exists() and out.stat().st_mtime >= elf.stat().st_mtime:
+        # Stale when the ELF or the default ISO (rebuilt when the ISO recipe
+        # changes) is newer.
+        newest = max(p.stat().st_mtime for p in (elf, iso_path(arch)) if p.exists())
+        if out.exists() and out.stat().st_mtime >= newest:
             return out
         tmp = out.with_name(out.name + ".tmp%d.iso" % os.getpid())
         cmd = ["make", "-s", "-C", str(REPO), "iso-custom", "ARCH=" + arch,
