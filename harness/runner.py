@@ -12,7 +12,7 @@ from . import registry as regmod
 from . import screen as scr
 from . import targets as T
 from . import verdicts as V
-from .judge import Context, judge
+from .judge import Context, cmdline_value, judge
 from .logparse import parse_log
 
 TARGETS = ("bochs", "qemu-tcg", "qemu-kvm", "vmware")
@@ -71,15 +71,6 @@ class RunSpec:
         if self.cmdline:
             n += " [%s]" % self.cmdline
         return n
-
-
-def cmdline_value(cmdline, key):
-    """The last key=value of a multiboot command line (what the image will use)."""
-    val = None
-    for word in (cmdline or "").split():
-        if word.startswith(key + "="):
-            val = word[len(key) + 1:]
-    return val
 
 
 def load_registry(arch, elf=None):

@@ -191,3 +191,26 @@ def test_judge_reproduces_a_real_run_and_catches_a_doctored_screen(tmp_path):
     bad = judge_file(rec["logs"]["serial"], screen=str(doctored))
     assert bad["screen"]["ok"] is False and bad["verdict"] == V.ERROR, show(bad)
     assert "screen says RESULT GOOD" in bad["screen"]["reason"]
+
+
+SELFTESTS = [
+    # selftest=<name>: the image's own proof that a failure mode gets its verdict.
+    pytest.param("qemu-tcg", "l1_hang", V.BAD, V.TIMEOUT, id="qemu-l1_hang-TIMEOUT"),
+    pytest.param("qemu-tcg", "l1_fault", V.ERROR, V.ERROR, id="qemu-l1_fault-ERROR"),
+    pytest.param("qemu-tcg", "crash", V.CRASH, None, id="qemu-crash-CRASH"),
+    pytest.param("bochs", "l2_hang", V.BAD, V.TIMEOUT, id="bochs-l2_hang-TIMEOUT"),
+]
+
+
+@pytest.mark.parametrize("target,selftest,run_verdict,scenario_verdict", SELFTESTS)
+def test_image_selftests_get_their_verdicts(target, selftest, run_verdict, scenario_verdict):
+    need_images()
+    rec = run(RunSpec(target=target, arch="amd64", extra="selftest=" + selftest))
+    assert rec["verdict"] == run_verdict and not rec["problems"], show(rec)
+    if scenario_verdict:
+        by = {s["id"]: s for s in rec["scenarios"]}
+        s = by.get("selftest_" + selftest)
+        assert s and s["verdict"] == scenario_verdict and s["reason"], show(rec)
+        assert_clean(rec)
+    else:
+        assert rec["exceptions"], show(rec)

@@ -279,3 +279,12 @@ def test_other_subarch_scenario_reported_as_skip_is_fine():
     tests = [("vmx_lifecycle", "GOOD", ""), ("pae_pdpte_reload", "SKIP", "not available on amd64")]
     j = judge_text(log(tests, "auto"), Context(registry=r))
     assert j.verdict == V.SKIP and not j.problems, j.problems
+
+
+def test_selftest_ids_are_accepted_only_with_selftest_word():
+    tests = [("selftest_l1_hang", "TIMEOUT", "budget 500 ms: L1 at 0x201c22")]
+    r = reg("vmx_lifecycle")
+    j = judge_text(log(tests, "BAD"), Context(registry=r, cmdline="selftest=l1_hang"))
+    assert j.verdict == V.BAD and not j.problems, j.problems
+    j = judge_text(log(tests, "BAD"), Context(registry=r))
+    assert j.verdict == V.ERROR and "not a scenario" in j.reason
