@@ -89,6 +89,11 @@ def cmd_run(args):
                                  boot=args.boot, opt=args.opt, tests=args.tests,
                                  inject=args.inject, extra=args.cmdline, timeout=args.timeout,
                                  iso=args.iso, elf=args.elf, font=args.font))
+    if args.iso and any(s.cmdline for s in specs) and \
+            any(s.target != "qemu-tcg" and s.target != "qemu-kvm" or s.firmware == "uefi"
+                or s.boot == "cdrom" for s in specs):
+        print("warning: --iso given: ISO boots use that ISO's own command line, not %r"
+              % specs[0].cmdline, file=sys.stderr)
     if args.out and len(specs) > 1:
         for s in specs:
             s.out = str(Path(args.out) / s.label())

@@ -222,10 +222,7 @@ def apply_screen(rec, j, rows, kind, error="", reg=None):
 
 def record(spec, ctx, j, o, wall, rundir):
     rec = base_record(spec, rundir, j.verdict, j.reason, wall)
-    d = j.to_dict()
-    rec.update({k: d[k] for k in ("verdict", "effective_verdict", "reason", "image_result",
-                                  "problems", "notes", "scenarios", "missing", "banner",
-                                  "caps", "summary", "lhv_errors", "exceptions", "image_time")})
+    rec.update(j.to_dict())
     rec["target_version"] = o.version
     rec["ended"] = o.ended
     rec["end_detail"] = o.end_detail
@@ -262,10 +259,7 @@ def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, test
     rec["name"] = "%s: %s" % (target, serial)
     rec["boot"] = (p.banner or {}).get("boot")
     rec["firmware"] = (p.banner or {}).get("boot")
-    d = j.to_dict()
-    rec.update({k: d[k] for k in ("verdict", "effective_verdict", "reason", "image_result",
-                                  "problems", "notes", "scenarios", "missing", "banner",
-                                  "caps", "summary", "lhv_errors", "exceptions", "image_time")})
+    rec.update(j.to_dict())
     rec["registry"] = reg.path if reg else None
     rec["logs"] = {"serial": str(serial)}
     rows, err = None, ""
