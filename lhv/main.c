@@ -178,17 +178,15 @@ void run_end(enum verdict result)
     lhv_printf("LHV SUMMARY: %d good, %d bad, %d skipped, %d error\n", t->good, t->bad, t->skipped, t->error);
     lhv_printf("LHV RESULT: %s\n", verdict_name(result));
     static char result_line[40], summary_line[80];
-    static const char *lines[RUN_MAX_FAILED + 2];
     snprintf(result_line, sizeof(result_line), "LHV RESULT: %s", verdict_name(result));
     snprintf(summary_line, sizeof(summary_line), "LHV SUMMARY: %d good, %d bad, %d skipped, %d error", t->good,
              t->bad, t->skipped, t->error);
-    int n = 0;
-    lines[n++] = result_line;
-    lines[n++] = summary_line;
+    const char *header[2] = { result_line, summary_line };
+    const char *failed[RUN_MAX_FAILED];
     for (int i = 0; i < t->failed_count; i++)
-        lines[n++] = t->failed[i];
+        failed[i] = t->failed[i];
     static const enum screen_color colors[] = { COLOR_GOOD, COLOR_WARN, COLOR_WARN, COLOR_BAD, COLOR_BAD, COLOR_BAD };
-    screen_final(verdict_name(result), colors[result], lines, n);
+    screen_final(verdict_name(result), colors[result], header, 2, failed, t->failed_count, t->bad + t->error);
     serial_drain();
     emulator_exit(result);
     halt_forever();

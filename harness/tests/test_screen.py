@@ -61,7 +61,19 @@ def test_vga_text_decode():
     assert len(rows) == 25
     assert rows[:len(FINAL)] == FINAL
     assert rows[20] == ""
-    assert S.screen_facts(rows) == ("BAD", {"ept_basic": "BAD"})
+    assert S.screen_facts(rows) == ("BAD", {"ept_basic": "BAD"}, 0)
+
+
+def test_shortened_failed_list():
+    """A screen too small for every failure lists a prefix and '... and N more'."""
+    serial = {"a": "BAD", "b": "ERROR", "c": "TIMEOUT", "d": "GOOD"}
+    rows = ["LHV RESULT: BAD", "FAILED a: BAD", "... and 2 more (see serial log)"]
+    ok, reason, _ = S.check(rows, "BAD", serial)
+    assert ok, reason
+    wrong_count = ["LHV RESULT: BAD", "FAILED a: BAD", "... and 1 more (see serial log)"]
+    assert not S.check(wrong_count, "BAD", serial)[0]
+    wrong_item = ["LHV RESULT: BAD", "FAILED d: BAD", "... and 2 more (see serial log)"]
+    assert not S.check(wrong_item, "BAD", serial)[0]
 
 
 @pytest.mark.parametrize("font", fonts())

@@ -26,6 +26,7 @@ void screen_set_status(const char *scenario_id);
 void screen_heartbeat(void); /* called from the BSP timer interrupt */
 
 enum screen_color { COLOR_GOOD, COLOR_BAD, COLOR_WARN, COLOR_TEXT };
-void screen_final(const char *verdict, enum screen_color color, const char *const *lines, int nlines);
+void screen_final(const char *verdict, enum screen_color color, const char *const *header, int nheader,
+                  const char *const *failed, int nfailed_known, int nfailed_total);
 
 #endif

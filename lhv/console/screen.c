@@ -219,7 +219,11 @@ static void draw_big_word(const char *word, uint32_t top, uint8_t attr)
     }
 }
 
-void screen_final(const char *verdict, enum screen_color color, const char *const *lines, int nlines)
+/* The final screen: the large verdict, the result and summary lines, then one "FAILED <id>:
+ * <VERDICT>" line per failed scenario (in run order) for as many as fit, and "... and N more"
+ * for the rest, so the harness can tell a shortened list from a wrong one. */
+void screen_final(const char *verdict, enum screen_color color, const char *const *header, int nheader,
+                  const char *const *failed, int nfailed_known, int nfailed_total)
 {
     if (g_screen.backend == SCREEN_NONE)
         return;
@@ -229,14 +233,18 @@ void screen_final(const char *verdict, enum screen_color color, const char *cons
     clear_rows(1, g_screen.rows);
     draw_big_word(verdict, 2, attr);
     uint32_t row = 2 + BIG_ROWS + 1;
-    for (int i = 0; i < nlines && row < g_screen.rows; i++, row++) {
-        if (row == g_screen.rows - 1 && i < nlines - 1) {
-            char more[48];
-            snprintf(more, sizeof(more), "... and %d more (see serial log)", nlines - i);
-            put_text(0, row, more, ATTR_TEXT, true);
-            break;
-        }
-        put_text(0, row, lines[i], i == 0 ? attr : ATTR_TEXT, true);
+    for (int i = 0; i < nheader && row < g_screen.rows; i++, row++)
+        put_text(0, row, header[i], i == 0 ? attr : ATTR_TEXT, true);
+    int room = row < g_screen.rows ? (int)(g_screen.rows - row) : 0;
+    int shown = nfailed_known < room ? nfailed_known : room;
+    if (shown < nfailed_total && shown > 0)
+        shown--; /* keep the last row for the count of the others */
+    for (int i = 0; i < shown; i++, row++)
+        put_text(0, row, failed[i], ATTR_TEXT, true);
+    if (shown < nfailed_total && row < g_screen.rows) {
+        char more[64];
+        snprintf(more, sizeof(more), "... and %d more (see serial log)", nfailed_total - shown);
+        put_text(0, row, more, ATTR_TEXT, true);
     }
     spin_unlock(&g_screen.lock);
 }
