@@ -91,7 +91,7 @@ def cmd_run(args):
                                  iso=args.iso, elf=args.elf, font=args.font))
     if args.iso and any(s.cmdline for s in specs) and \
             any(s.target != "qemu-tcg" and s.target != "qemu-kvm" or s.firmware == "uefi"
-                or s.boot == "cdrom" for s in specs):
+                or s.boot in ("cdrom", "disk") for s in specs):
         print("warning: --iso given: ISO boots use that ISO's own command line, not %r"
               % specs[0].cmdline, file=sys.stderr)
     if args.out and len(specs) > 1:
@@ -147,8 +147,8 @@ def build_parser():
                    " (comma list); qemu: a -cpu value")
     r.add_argument("--cpus", type=int, help="CPU count (bochs 1..8, default 1; qemu default 2)")
     r.add_argument("--firmware", default="bios", help="bios, uefi or both: bios,uefi")
-    r.add_argument("--boot", choices=("kernel", "cdrom"), default="kernel",
-                   help="qemu BIOS boot: -kernel ELF (default) or the ISO")
+    r.add_argument("--boot", choices=("kernel", "cdrom", "disk"), default="kernel",
+                   help="qemu: -kernel ELF (BIOS, default), the ISO as a CD, or the ISO as a raw disk (USB stick)")
     r.add_argument("--opt", help="lhv_opt value, passed as given (e.g. 0x3e)")
     r.add_argument("--tests", help="tests=<glob>[,<glob>...], leading - excludes")
     r.add_argument("--inject", help="inject=<scenario id>: arm its negative control")

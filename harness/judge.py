@@ -71,6 +71,7 @@ class Judgement:
     notes: list = field(default_factory=list)
     banner: dict = None
     caps: dict = field(default_factory=dict)
+    smp: dict = field(default_factory=dict)
     tsc: dict = field(default_factory=dict)
     summary: dict = None
     errors: list = field(default_factory=list)
@@ -101,6 +102,7 @@ class Judgement:
             "missing": list(self.missing),
             "banner": self.banner,
             "caps": dict(self.caps),
+            "smp": dict(self.smp),
             "summary": self.summary,
             "lhv_errors": list(self.errors),
             "exceptions": list(self.exceptions),
@@ -142,7 +144,7 @@ def judge_text(text, ctx=None):
 
 def judge(p, ctx=None):
     ctx = ctx or Context()
-    j = Judgement(verdict=V.ERROR, banner=p.banner, caps=p.caps, tsc=p.tsc,
+    j = Judgement(verdict=V.ERROR, banner=p.banner, caps=p.caps, smp=p.smp, tsc=p.tsc,
                   summary=p.summary, errors=list(p.errors), exceptions=list(p.exceptions),
                   image_result=p.result)
 

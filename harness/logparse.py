@@ -17,8 +17,9 @@ RE_ERROR = re.compile(r"^LHV ERROR: ?(.*)$")
 RE_EXCEPTION = re.compile(r"^LHV EXCEPTION\b ?(.*)$")
 RE_CAPS = re.compile(r"^LHV CAPS ?(.*)$")
 RE_TSC = re.compile(r"^LHV TSC (.*)$")
+RE_SMP = re.compile(r"^LHV SMP (.*)$")
 RE_BANNER = re.compile(r"^LHV (\S+) (.*\barch=.*)$")
-_KEYWORDS = {"CAPS", "TSC", "SUMMARY:", "RESULT:", "ERROR:", "EXCEPTION"}
+_KEYWORDS = {"CAPS", "TSC", "SMP", "SUMMARY:", "RESULT:", "ERROR:", "EXCEPTION"}
 
 
 def parse_kv(text):
@@ -49,6 +50,7 @@ class ParsedLog:
     lines: list = field(default_factory=list)
     banners: list = field(default_factory=list)      # dicts (first one is "the" banner)
     caps: dict = field(default_factory=dict)
+    smp: dict = field(default_factory=dict)          # cpus, vmxon: CPUs up and in VMX operation
     tsc: dict = field(default_factory=dict)          # start, hz, end, elapsed_ms (ints)
     tests: list = field(default_factory=list)        # TestLine, in order
     infos: dict = field(default_factory=dict)        # id -> [text]
@@ -105,6 +107,9 @@ def parse_log(text):
             p.exceptions.append(line)
         elif RE_CAPS.match(line):
             p.caps.update(parse_kv(RE_CAPS.match(line).group(1)))
+            significant = False
+        elif RE_SMP.match(line):
+            p.smp.update(parse_kv(RE_SMP.match(line).group(1)))
             significant = False
         elif RE_TSC.match(line):
             for k, v in parse_kv(RE_TSC.match(line).group(1)).items():

@@ -25,7 +25,7 @@ class RunSpec:
     cpu_model: str = None
     cpus: int = None
     firmware: str = "bios"
-    boot: str = "kernel"          # qemu BIOS: "kernel" (-kernel ELF) or "cdrom" (the ISO)
+    boot: str = "kernel"          # qemu: "kernel" (-kernel ELF, BIOS), "cdrom" (the ISO) or "disk" (the ISO as a USB stick)
     opt: str = None               # passed as given: lhv_opt=<opt>
     tests: str = None
     inject: str = None
@@ -49,12 +49,18 @@ class RunSpec:
             parts.append(self.extra)
         return " ".join(parts)
 
+    def _boot_label(self):
+        """bios-kernel, bios-cdrom, bios-disk, uefi (GRUB from the ISO as a CD), uefi-disk."""
+        if self.firmware == "uefi":
+            return "uefi-disk" if self.boot == "disk" else "uefi"
+        return "bios-" + self.boot
+
     def label(self):
         bits = [self.target, self.arch]
         if self.target == "bochs":
             bits.append("%s-x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus))
         elif self.target.startswith("qemu"):
-            bits.append(self.firmware if self.firmware == "uefi" else "bios-" + self.boot)
+            bits.append(self._boot_label())
             if self.cpus != 2:
                 bits.append("x%d" % self.cpus)
         if self.cmdline:
@@ -67,7 +73,7 @@ class RunSpec:
         if self.target == "bochs":
             n += "/%s x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus)
         elif self.target.startswith("qemu"):
-            n += "/" + (self.firmware if self.firmware == "uefi" else "bios-" + self.boot)
+            n += "/" + self._boot_label()
         if self.cmdline:
             n += " [%s]" % self.cmdline
         return n
@@ -111,8 +117,8 @@ def run(spec):
     """Boot spec on its target and return the run record (a dict)."""
     if spec.cpus is None:
         spec.cpus = 1 if spec.target == "bochs" else 2
-    if spec.target in ("qemu-tcg", "qemu-kvm") and spec.firmware == "uefi":
-        spec.boot = "cdrom"
+    if spec.target in ("qemu-tcg", "qemu-kvm") and spec.firmware == "uefi" and spec.boot == "kernel":
+        spec.boot = "cdrom"               # UEFI has no -kernel path: GRUB from the ISO
     reg = None
     try:
         reg = load_registry(spec.arch, spec.elf)

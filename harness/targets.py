@@ -308,10 +308,15 @@ def qemu_command(spec, rundir, monitor_path, accel):
            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
            "-d", "cpu_reset", "-D", str(rundir / "qemu.log")]
     if spec.firmware == "uefi":
-        cmd += ["-bios", OVMF, "-cdrom", str(spec.iso or images.custom_iso(spec.arch, spec.cmdline))]
-    elif spec.boot == "cdrom":
-        cmd += ["-cdrom", str(spec.iso or images.custom_iso(spec.arch, spec.cmdline)),
-                "-boot", "d"]
+        cmd += ["-bios", OVMF]
+    if spec.boot == "disk":
+        # The hybrid ISO written to a USB stick: a raw hard disk, BIOS (MBR) or UEFI (GPT/ESP).
+        iso = spec.iso or images.custom_iso(spec.arch, spec.cmdline)
+        cmd += ["-drive", "file=%s,format=raw,if=ide,media=disk,snapshot=on" % iso]
+    elif spec.boot == "cdrom" or spec.firmware == "uefi":
+        cmd += ["-cdrom", str(spec.iso or images.custom_iso(spec.arch, spec.cmdline))]
+        if spec.firmware != "uefi":
+            cmd += ["-boot", "d"]
     else:
         cmd += ["-kernel", str(spec.elf or images.require(images.elf_path(spec.arch)))]
         if spec.cmdline:

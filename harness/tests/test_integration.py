@@ -16,8 +16,9 @@ from harness.runner import RunSpec, run
 from .conftest import NO_IMAGE, need_images, registry_for, scenario_params, show
 
 ARCHES = images.ARCHES
-# Two Bochs CPU models, one of them with two CPUs.
-BOCHS_FULL = [("corei7_skylake_x", 1), ("tigerlake", 2)]
+# Two Bochs CPU models, one of them with two CPUs, plus the 8 CPUs LHV promises to support and the
+# model without VMFUNC.
+BOCHS_FULL = [("corei7_skylake_x", 1), ("tigerlake", 2), ("corei7_icelake_u", 8), ("corei7_sandy_bridge_2600k", 1)]
 # The negative controls run where every VMX feature LHV uses is offered.
 NEG_MODEL = ("tigerlake", 2)
 
@@ -56,6 +57,8 @@ def test_bochs_all_scenarios(arch, model, cpus):
     assert (rec["banner"]["arch"], rec["banner"]["boot"], rec["banner"]["cpus"]) == \
         (arch, "bios", str(cpus)), show(rec)
     assert rec["caps"].get("vmx") == "1", show(rec)
+    # Every CPU was brought up and entered VMX operation.
+    assert rec["smp"] == {"cpus": str(cpus), "vmxon": str(cpus)}, show(rec)
     by = {s["id"]: s for s in rec["scenarios"]}
     selected = reg.selected(arch, int(rec["banner"]["opt"], 16))
     assert not rec["missing"], show(rec)
@@ -87,7 +90,8 @@ def test_bochs_negative_control(arch, sid):
     assert rec["verdict"] == V.BAD and rec["image_result"] == V.BAD, show(rec)
 
 
-QEMU_MODES = [("bios", "kernel"), ("bios", "cdrom"), ("uefi", "cdrom")]
+# "disk": the hybrid ISO as a raw hard disk, the way it boots from a USB stick.
+QEMU_MODES = [("bios", "kernel"), ("bios", "cdrom"), ("uefi", "cdrom"), ("bios", "disk"), ("uefi", "disk")]
 
 
 @pytest.mark.parametrize("arch", ARCHES)
