@@ -262,12 +262,13 @@ void run_scenarios(const struct run_options *o)
         run_end(VERDICT_ERROR);
     }
     if (o->selftest[0]) {
-        bool crash;
-        const struct lhv_scenario_def *d = selftest_find(o->selftest, &crash);
-        if (crash)
-            selftest_crash_now();
+        bool breaks_l1;
+        const struct lhv_scenario_def *d = selftest_find(o->selftest, &breaks_l1);
+        if (breaks_l1)
+            selftest_break_l1_now(o->selftest);
         if (!d) {
-            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault crash)\n", o->selftest);
+            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault crash triple_fault stall)\n",
+                       o->selftest);
             run_end(VERDICT_ERROR);
         }
         run_one(d);

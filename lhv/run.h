@@ -24,7 +24,7 @@ __attribute__((noreturn)) void run_end(enum verdict result);
 void runner_watchdog(uintptr_t interrupted_ip);
 void runner_on_exception(const char *what);
 void vmx_after_scenario(void);
-const struct lhv_scenario_def *selftest_find(const char *name, bool *crash);
-void selftest_crash_now(void);
+const struct lhv_scenario_def *selftest_find(const char *name, bool *breaks_l1);
+void selftest_break_l1_now(const char *name);
 
 #endif

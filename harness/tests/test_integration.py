@@ -205,6 +205,23 @@ SELFTESTS = [
     pytest.param("bochs", "l2_hang", V.BAD, V.TIMEOUT, id="bochs-l2_hang-TIMEOUT"),
 ]
 
+# L1 broken outside any scenario, so that only the harness can give the verdict.
+HARNESS_VERDICTS = [
+    pytest.param("qemu-tcg", "triple_fault", V.CRASH, id="qemu-triple_fault-CRASH"),
+    pytest.param("bochs", "triple_fault", V.CRASH, id="bochs-triple_fault-CRASH"),
+    pytest.param("qemu-tcg", "stall", V.TIMEOUT, id="qemu-stall-TIMEOUT"),
+]
+
+
+@pytest.mark.parametrize("target,selftest,verdict", HARNESS_VERDICTS)
+def test_harness_verdicts_for_a_lost_l1(target, selftest, verdict):
+    """A triple fault is CRASH and an image that never ends is TIMEOUT, with the log kept."""
+    need_images()
+    rec = run(RunSpec(target=target, arch="amd64", extra="selftest=" + selftest, timeout=10))
+    assert rec["verdict"] == verdict and rec["reason"], show(rec)
+    assert rec["image_result"] is None, show(rec)
+    assert Path(rec["logs"]["serial"]).read_text().startswith("LHV "), show(rec)
+
 
 @pytest.mark.parametrize("target,selftest,run_verdict,scenario_verdict", SELFTESTS)
 def test_image_selftests_get_their_verdicts(target, selftest, run_verdict, scenario_verdict):
