@@ -40,7 +40,7 @@ static void selftest_l1_fault(struct scenario *s)
 
 static const struct lhv_scenario_def g_selftests[] = {
     { "selftest_l2_hang", "vmx", 0, 500, SUBARCH_ALL, { .body = selftest_l2_hang }, 0 },
-    { "selftest_l1_hang", "", 0, 500, SUBARCH_ALL, { .body = selftest_l1_hang }, 0 },
+    { "selftest_l1_hang", "", 0, 3000, SUBARCH_ALL, { .body = selftest_l1_hang }, 0 },
     { "selftest_l1_fault", "", 0, 500, SUBARCH_ALL, { .body = selftest_l1_fault }, 0 },
 };
 

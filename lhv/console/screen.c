@@ -189,9 +189,12 @@ void screen_heartbeat(void)
         return;
     static const char spin[4] = { '|', '/', '-', '\\' };
     char line[MAX_COLS + 1];
-    int len = snprintf(line, sizeof(line), " running: %-28s", g_screen.status_id);
+    uint64_t tenths = g_ticks / (TIMER_HZ / 10);
+    /* 80 columns hold the clock, the scenario and 8 CPUs: " t=   12.3s <scenario id> cpu0| cpu1/ ..." */
+    int len = snprintf(line, sizeof(line), " t=%5llu.%llus %-20.20s", (unsigned long long)(tenths / 10),
+                       (unsigned long long)(tenths % 10), g_screen.status_id);
     for (int i = 0; i < g_cpu_count && len < (int)sizeof(line) - 8; i++)
-        len += snprintf(line + len, sizeof(line) - (size_t)len, " cpu%d %c", i,
+        len += snprintf(line + len, sizeof(line) - (size_t)len, " cpu%d%c", i,
                         spin[(g_cpus[i].heartbeat / (i == 0 ? 10 : 1)) % 4]);
     put_text(0, 1, line, ATTR_STATUS, true);
     spin_unlock(&g_screen.lock);
