@@ -21,9 +21,12 @@ CFLAGS_i386 := -m32 -march=i686
 CFLAGS_amd64 := -m64 -mcmodel=small
 LDFLAGS := -nostdlib -static -no-pie -Wl,--no-warn-rwx-segments -Wl,-z,noexecstack -Wl,--build-id=none -Wl,-z,max-page-size=0x1000 -Wl,-T,lhv/lhv.ld
 
-# Sources: the L1, the shared guest side, and the scenarios (one file each, run in this order).
-SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) \
-	tests/vmx_lifecycle.c tests/msr_lists.c tests/ept_basic.c tests/pae_cr3_unmapped.c
+# Sources: the L1, the shared guest side, and the scenarios. Every tests/*.c is a scenario; link
+# order is run order: the basic ones first, then any other file in name order, so adding a
+# scenario is adding one file.
+FIRST_TESTS := tests/vmx_lifecycle.c tests/msr_lists.c tests/ept_basic.c
+TESTS := $(FIRST_TESTS) $(filter-out $(FIRST_TESTS),$(sort $(wildcard tests/*.c)))
+SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) $(TESTS)
 HEADERS := $(wildcard lhv/*.h lhv/*/*.h guest/*.h)
 
 .PHONY: all run test deps clean iso-custom

@@ -73,6 +73,20 @@ def test_bochs_all_scenarios(arch, model, cpus):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
+def test_bochs_modifier_bits(arch):
+    """The implemented bits that change how L1 runs the guests rather than what runs
+    (0x2 guest IF=0, 0x10 VPID, 0x100 2 MiB EPT pages), all at once: still all GOOD."""
+    need_images()
+    reg = registry_for(arch)
+    rec = run(RunSpec(target="bochs", arch=arch, cpu_model="tigerlake", cpus=2, opt="0x1b7"))
+    assert_clean(rec)
+    assert rec["banner"]["opt"] == "0x1b7", show(rec)
+    by = {s["id"]: s["verdict"] for s in rec["scenarios"]}
+    assert {sid: by.get(sid) for sid in reg.selected(arch, 0x1b7)} == \
+        {sid: V.GOOD for sid in reg.selected(arch, 0x1b7)}, show(rec)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("sid", sorted(set(scenario_params("i386") + scenario_params("amd64"))))
 def test_bochs_negative_control(arch, sid):
     """inject=<id> makes L1 deliberately wrong for that scenario: it must say BAD."""
