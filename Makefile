@@ -6,7 +6,7 @@
 #   make test       the pytest suite (harness/tests), on both cores
 #   make deps       install the Debian packages all of this needs (apt-get; run as root)
 #   make clean
-#   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO whose entry passes CMDLINE
+#   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO of the built ELF whose entry passes CMDLINE
 
 PYTHON ?= /usr/bin/python3
 CC := gcc
@@ -56,7 +56,9 @@ images/lhv-$(1).iso: images/lhv-$(1).elf tools/mkiso.sh
 endef
 $(foreach a,$(ARCHES),$(eval $(call arch_rules,$(a))))
 
-iso-custom: images/lhv-$(ARCH).elf
+# From the ELF as it is (order-only): the harness builds these while tests run, and a test run
+# must never relink the image under another test's feet. Run `make` first.
+iso-custom: | images/lhv-$(ARCH).elf
 	tools/mkiso.sh $(ARCH) images/lhv-$(ARCH).elf $(OUT) "$(CMDLINE)"
 
 run: all

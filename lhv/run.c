@@ -103,8 +103,7 @@ void runner_watchdog(uintptr_t interrupted_ip)
 {
     if (!g_in_scenario || rdtsc() < g_deadline_tsc)
         return;
-    struct vcpu *v = g_running_vcpu;
-    lapic_eoi();
+    struct vcpu *v = g_running_vcpu; /* the timer interrupt has had its EOI already */
     if (v)
         scenario_abort(VERDICT_TIMEOUT, "budget %u ms: L1 at 0x%llx after %u VM exits, last %s (%u) at guest rip 0x%llx",
                        g_current.def->budget_ms, (unsigned long long)interrupted_ip, v->exits,

@@ -230,7 +230,9 @@ void screen_final(const char *verdict, enum screen_color color, const char *cons
 {
     if (g_screen.backend == SCREEN_NONE)
         return;
-    spin_lock(&g_screen.lock, -4);
+    /* The run is ending: if the lock stays taken (a fault while drawing), draw anyway. */
+    for (uint32_t spins = 0; !spin_trylock(&g_screen.lock, -4) && spins < 10000000u; spins++)
+        cpu_relax();
     static const uint8_t attrs[] = { 0x0a, 0x0c, 0x0e, 0x07 };
     uint8_t attr = attrs[color];
     clear_rows(1, g_screen.rows);
