@@ -131,7 +131,32 @@ BAD_OPTIONS = [
     pytest.param("lhv_opt=0xzz", id="malformed-opt"),
     pytest.param("lhv_opt=0x100000000", id="unknown-bit"),
     pytest.param("tests=no_such_scenario", id="unknown-test"),
+    pytest.param("lhv_opt=0x8", id="unimplemented-bit"),
+    pytest.param("lhv_opt=0x100", id="large-pages-without-ept"),
+    pytest.param("lhv_opt=", id="empty-opt"),
+    pytest.param("colour=blue", id="unknown-word"),
+    pytest.param("inject=no_such_scenario", id="inject-unknown"),
+    pytest.param("tests=ept_basic inject=vmx_lifecycle", id="inject-not-selected"),
+    pytest.param("selftest=nothing", id="selftest-unknown"),
 ]
+
+
+SELECTIONS = [
+    # (command line, scenario ids that must report, in registry order)
+    pytest.param("tests=ept*,vmx*", ["vmx_lifecycle", "ept_basic"], id="globs"),
+    pytest.param("tests=-ept_basic,-msr*", ["vmx_lifecycle", "pae_cr3_unmapped"], id="excludes"),
+    pytest.param("lhv_opt=4", ["vmx_lifecycle", "ept_basic"], id="decimal-opt"),
+    pytest.param("lhv_opt=0x24 tests=pae_cr3_unmapped", ["pae_cr3_unmapped"], id="216212-preset"),
+]
+
+
+@pytest.mark.parametrize("cmdline,expected", SELECTIONS)
+def test_selection_words(cmdline, expected):
+    """tests= globs and exclusions, and lhv_opt= bits, select exactly these scenarios."""
+    need_images(iso=False)
+    rec = run(RunSpec(target="qemu-tcg", arch="amd64", extra=cmdline))
+    assert [s["id"] for s in rec["scenarios"]] == expected, show(rec)
+    assert rec["verdict"] == V.SKIP and not rec["problems"], show(rec)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
