@@ -63,7 +63,7 @@ bool options_validate_opt(uint64_t opt, char *error, size_t error_size)
 static bool value_is(const char *word, size_t len, const char *key, const char **value, size_t *value_len)
 {
     size_t k = strlen(key);
-    if (len <= k || memcmp(word, key, k))
+    if (len < k || memcmp(word, key, k))
         return false;
     *value = word + k;
     *value_len = len - k;
@@ -89,6 +89,10 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         dst = out->inject, size = sizeof(out->inject);
     else if (value_is(word, len, "selftest=", &value, &value_len))
         dst = out->selftest, size = sizeof(out->selftest);
+    if (dst && !value_len) {
+        snprintf(error, error_size, "%.*s needs a value", (int)len, word);
+        return false;
+    }
     if (dst) {
         if (value_len >= size) {
             snprintf(error, error_size, "%.*s value too long", (int)(value - word - 1), word);
