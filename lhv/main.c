@@ -82,8 +82,13 @@ static void screen_setup(bool draw)
 {
     if (!draw)
         return;
-    if (g_have_fb && g_fb.addr < 0x100000000ull)
+    if (g_have_fb) {
+        g_fb.mapped = map_physical_range(g_fb.addr, (uint64_t)g_fb.pitch * g_fb.height);
         screen_init_framebuffer(&g_fb);
+        if (!g_fb.mapped)
+            lhv_printf("LHV NOTE: framebuffer at 0x%llx cannot be mapped; serial only\n",
+                       (unsigned long long)g_fb.addr);
+    }
     else if (g_vga_text && !strcmp(g_boot_method, "bios"))
         screen_init_vga_text(0xb8000, 80, 25);
 }

@@ -266,7 +266,7 @@ void run_scenarios(const struct run_options *o)
         if (breaks_l1)
             selftest_break_l1_now(o->selftest);
         if (!d) {
-            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault crash triple_fault stall)\n",
+            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault highmap crash triple_fault stall)\n",
                        o->selftest);
             run_end(VERDICT_ERROR);
         }

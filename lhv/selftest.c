@@ -38,7 +38,24 @@ static void selftest_l1_fault(struct scenario *s)
     scenario_error(s, "ud2 did not fault");
 }
 
+/* Writes a marker at 4 GiB + 16 MiB through map_physical_range() (the path a framebuffer above
+ * 4 GiB takes); the harness reads physical memory back from QEMU and looks for it. */
+#define HIGHMAP_PHYS 0x101000000ull
+static void selftest_highmap(struct scenario *s)
+{
+    static const char marker[] = "LHV-HIGHMAP-OK";
+    char *p = map_physical_range(HIGHMAP_PHYS, PAGE_SIZE);
+    if (!p) {
+        scenario_error(s, "map_physical_range(0x%llx) failed", HIGHMAP_PHYS);
+        return;
+    }
+    memcpy(p, marker, sizeof(marker));
+    scenario_info(s, "marker written at physical 0x%llx through %p", HIGHMAP_PHYS, (void *)p);
+    scenario_good(s);
+}
+
 static const struct lhv_scenario_def g_selftests[] = {
+    { "selftest_highmap", "", 0, 500, SUBARCH_ALL, { .body = selftest_highmap }, 0 },
     { "selftest_l2_hang", "vmx", 0, 500, SUBARCH_ALL, { .body = selftest_l2_hang }, 0 },
     { "selftest_l1_hang", "", 0, 3000, SUBARCH_ALL, { .body = selftest_l1_hang }, 0 },
     { "selftest_l1_fault", "", 0, 500, SUBARCH_ALL, { .body = selftest_l1_fault }, 0 },

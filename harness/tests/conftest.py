@@ -48,3 +48,45 @@ def scenario_params(arch):
 def show(rec):
     """Readable run report for assertion messages."""
     return "\n" + report.table(rec)
+
+
+class DirectQemu:
+    """QEMU TCG started by a test itself, with an HMP monitor, for checks the harness's runner
+    does not make: reading memory or the screen while the image runs."""
+
+    def __init__(self, tmp_path, arch, cmdline, memory="256"):
+        import subprocess
+        self.serial, self.monitor = tmp_path / "serial.log", tmp_path / "mon.sock"
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", memory,
+             "-kernel", str(images.elf_path(arch)), "-append", cmdline,
+             "-serial", "file:%s" % self.serial, "-display", "none", "-no-reboot",
+             "-monitor", "unix:%s,server=on,wait=off" % self.monitor],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.sock = None
+
+    def wait_serial(self, text, limit_s=20):
+        import time
+        end = time.time() + limit_s
+        while time.time() < end:
+            if self.serial.exists() and text.encode() in self.serial.read_bytes():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def hmp(self, command):
+        import socket
+        import time
+        if self.sock is None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(self.monitor))
+        self.sock.sendall(command.encode() + b"\n")
+        time.sleep(0.3)
+
+    def close(self):
+        try:
+            self.hmp("quit")
+        except OSError:
+            pass
+        self.proc.kill()
+        self.proc.wait()

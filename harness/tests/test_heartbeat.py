@@ -4,20 +4,10 @@ text memory must show the running scenario, a spinner per CPU and a clock that m
 timer interrupt draws that line)."""
 
 import re
-import socket
-import subprocess
-import time
 
-from harness import images
-
-from .conftest import need_images
+from .conftest import DirectQemu, need_images
 
 SPINNER = "|/-\\"
-
-
-def _hmp(sock, command):
-    sock.sendall(command.encode() + b"\n")
-    time.sleep(0.3)
 
 
 def _status_row(path):
@@ -27,32 +17,19 @@ def _status_row(path):
 
 def test_heartbeat_moves_while_a_scenario_runs(tmp_path):
     need_images(iso=False)
-    serial, mon = tmp_path / "serial.log", tmp_path / "mon.sock"
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "256",
-         "-kernel", str(images.elf_path("amd64")), "-append", "selftest=l1_hang tests=vmx_lifecycle",
-         "-serial", "file:%s" % serial, "-display", "none", "-no-reboot",
-         "-monitor", "unix:%s,server=on,wait=off" % mon],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    qemu = DirectQemu(tmp_path, "amd64", "selftest=l1_hang tests=vmx_lifecycle")
     try:
-        deadline = time.time() + 20
-        while time.time() < deadline and not (serial.exists() and b"TSC start" in serial.read_bytes()):
-            time.sleep(0.05)
-        assert b"TSC start" in serial.read_bytes(), "no banner: %r" % serial.read_bytes()
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect(str(mon))
+        assert qemu.wait_serial("TSC start"), "no banner"
         rows = []
         for i in range(8):  # the status row is first drawn within 100 ms of the scenario's start
             dump = tmp_path / ("vga%d.bin" % i)
-            _hmp(sock, 'pmemsave 0xb8000 4000 "%s"' % dump)
+            qemu.hmp('pmemsave 0xb8000 4000 "%s"' % dump)
             rows.append(_status_row(dump))
             if len(rows) >= 2 and "selftest_l1_hang" in rows[-2]:
                 break
         rows = rows[-2:]
-        _hmp(sock, "quit")
     finally:
-        qemu.kill()
-        qemu.wait()
+        qemu.close()
     for row in rows:
         assert "selftest_l1_hang" in row, rows
         assert "cpu0" in row and "cpu1" in row, rows

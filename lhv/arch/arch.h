@@ -77,6 +77,10 @@ void smp_boot_aps(void);
 void timer_tick(struct trap_frame *f);
 void trap_dispatch(struct trap_frame *f);
 
+/* A pointer through which L1 reaches physical memory that the boot-time identity map (the low
+ * 4 GiB) does not cover, such as a framebuffer above 4 GiB; NULL if it cannot be mapped. */
+void *map_physical_range(uint64_t phys, uint64_t size);
+
 /* Page tables of L1: identity map of the low 4 GiB, 2 MiB pages; built in boot code. */
 extern uint64_t boot_page_root[]; /* CR3 target: PML4 (amd64) or PDPT (i386) */
 

@@ -163,7 +163,7 @@ boot_gdt_ptr:
 
     .section .bss
     .align 4096
-    .global boot_page_root, boot_pd
+    .global boot_page_root, boot_pd, boot_pdpt
 boot_pd:
     .skip 4 * 4096
 boot_pdpt:

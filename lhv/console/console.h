@@ -13,7 +13,8 @@ void serial_drain(void);
 
 /* Screen: a text grid, drawn into VGA text memory or a framebuffer with the built-in font. */
 struct framebuffer_info {
-    uint64_t addr;
+    uint64_t addr; /* physical */
+    void *mapped;  /* where L1 reaches it */
     uint32_t pitch, width, height;
     uint8_t bpp, red_pos, green_pos, blue_pos;
 };

@@ -45,7 +45,7 @@ static void fb_fill(uint32_t x, uint32_t y, uint32_t w, uint32_t h, uint32_t rgb
     const struct framebuffer_info *fb = &g_screen.fb;
     uint32_t pixel = fb_color(rgb), bytes = fb->bpp / 8;
     for (uint32_t row = y; row < y + h && row < fb->height; row++) {
-        uint8_t *line = (uint8_t *)(uintptr_t)fb->addr + (uintptr_t)row * fb->pitch;
+        uint8_t *line = (uint8_t *)fb->mapped + (uintptr_t)row * fb->pitch;
         for (uint32_t col = x; col < x + w && col < fb->width; col++)
             memcpy(line + col * bytes, &pixel, bytes);
     }
@@ -58,7 +58,7 @@ static void fb_draw_cell(uint32_t col, uint32_t row, uint16_t cell)
     uint32_t fg = fb_color(g_palette[(cell >> 8) & 0xf]), bg = fb_color(g_palette[(cell >> 12) & 0xf]);
     uint32_t bytes = fb->bpp / 8;
     for (uint32_t y = 0; y < 16; y++) {
-        uint8_t *line = (uint8_t *)(uintptr_t)fb->addr + (uintptr_t)(row * 16 + y) * fb->pitch + col * 8 * bytes;
+        uint8_t *line = (uint8_t *)fb->mapped + (uintptr_t)(row * 16 + y) * fb->pitch + col * 8 * bytes;
         for (uint32_t x = 0; x < 8; x++)
             memcpy(line + x * bytes, (glyph[y] & (0x80 >> x)) ? &fg : &bg, bytes);
     }
@@ -111,8 +111,8 @@ void screen_init_vga_text(uintptr_t addr, uint32_t cols, uint32_t rows)
 
 void screen_init_framebuffer(const struct framebuffer_info *fb)
 {
-    if (fb->bpp != 32 && fb->bpp != 24)
-        return; /* only direct-color framebuffers are drawn; serial still works */
+    if ((fb->bpp != 32 && fb->bpp != 24) || !fb->mapped)
+        return; /* only direct-color framebuffers L1 can reach are drawn; serial still works */
     g_screen.backend = SCREEN_FB;
     g_screen.fb = *fb;
     g_screen.cols = fb->width / 8 < MAX_COLS ? fb->width / 8 : MAX_COLS;
