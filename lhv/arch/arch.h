@@ -6,7 +6,7 @@
 #include "arch/cpu.h"
 #include "lib/lib.h"
 
-#define MAX_CPUS 16
+#define MAX_CPUS 64
 
 /* GDT layout, the same on both subarchs; per-CPU TSS descriptors follow. */
 #include "arch/boot_defs.h"
