@@ -27,6 +27,18 @@ static uint64_t *extra_table(void)
     return t;
 }
 
+/* The table an entry points to, made (empty) when the entry is not present yet. */
+static uint64_t *next_level(uint64_t *entry)
+{
+    if (!(*entry & PTE_PRESENT)) {
+        uint64_t *t = extra_table();
+        if (!t)
+            return NULL;
+        *entry = (uintptr_t)t | PTE_PRESENT | PTE_WRITE;
+    }
+    return (uint64_t *)(uintptr_t)(*entry & ADDR_MASK);
+}
+
 /* Identity-map [phys, phys + size) with 2 MiB pages. */
 void *map_physical_range(uint64_t phys, uint64_t size)
 {
@@ -34,22 +46,10 @@ void *map_physical_range(uint64_t phys, uint64_t size)
         return (void *)(uintptr_t)phys;
     uint64_t *pml4 = (uint64_t *)(uintptr_t)(read_cr3() & ADDR_MASK);
     for (uint64_t a = phys & ~(LARGE_PAGE - 1); a < phys + size; a += LARGE_PAGE) {
-        uint64_t *pml4e = &pml4[(a >> 39) & 511];
-        if (!(*pml4e & PTE_PRESENT)) {
-            uint64_t *t = extra_table();
-            if (!t)
-                return NULL;
-            *pml4e = (uintptr_t)t | PTE_PRESENT | PTE_WRITE;
-        }
-        uint64_t *pdpt = (uint64_t *)(uintptr_t)(*pml4e & ADDR_MASK);
-        uint64_t *pdpte = &pdpt[(a >> 30) & 511];
-        if (!(*pdpte & PTE_PRESENT)) {
-            uint64_t *t = extra_table();
-            if (!t)
-                return NULL;
-            *pdpte = (uintptr_t)t | PTE_PRESENT | PTE_WRITE;
-        }
-        uint64_t *pd = (uint64_t *)(uintptr_t)(*pdpte & ADDR_MASK);
+        uint64_t *pdpt = next_level(&pml4[(a >> 39) & 511]);
+        uint64_t *pd = pdpt ? next_level(&pdpt[(a >> 30) & 511]) : NULL;
+        if (!pd)
+            return NULL;
         pd[(a >> 21) & 511] = a | PTE_PRESENT | PTE_WRITE | PTE_LARGE;
     }
     reload_cr3();
