@@ -14,6 +14,9 @@
 static uint64_t *table_of(uint64_t entry) { return (uint64_t *)(uintptr_t)(entry & EPT_ADDR_MASK); }
 static uint64_t table_entry(void *table) { return (uintptr_t)table | EPT_RWX; }
 
+/* EPTP: WB paging-structure memory type, page-walk length 4 (SDM 25.6.11). */
+static uint64_t eptp_of(const uint64_t *pml4) { return (uintptr_t)pml4 | (3u << 3) | 6u; }
+
 static uint64_t *new_page_table(uint64_t first_gpa, uint64_t rights)
 {
     uint64_t *pt = page_alloc();
@@ -39,20 +42,31 @@ void ept_build_identity(struct ept *ept, bool large_pages)
                 pd[j] = table_entry(new_page_table(gpa, EPT_RWX));
         }
     }
-    /* EPTP: WB paging-structure memory type, page-walk length 4 (SDM 25.6.11). */
-    ept->eptp = (uintptr_t)ept->pml4 | (3u << 3) | 6u;
+    ept->eptp = eptp_of(ept->pml4);
+}
+
+void ept_init_empty(struct ept *ept)
+{
+    ept->pml4 = page_alloc();
+    ept->eptp = eptp_of(ept->pml4);
+}
+
+/* The next-level table an EPT entry points to; an empty one is made if it points nowhere. */
+static uint64_t *next_table(uint64_t *entry)
+{
+    if (!(*entry & EPT_RWX))
+        *entry = table_entry(page_alloc());
+    return table_of(*entry);
 }
 
 uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa)
 {
-    uint64_t *pdpt = table_of(ept->pml4[(gpa >> 39) & 511]);
-    uint64_t *pd = table_of(pdpt[(gpa >> 30) & 511]);
+    uint64_t *pdpt = next_table(&ept->pml4[(gpa >> 39) & 511]);
+    uint64_t *pd = next_table(&pdpt[(gpa >> 30) & 511]);
     uint64_t *pde = &pd[(gpa >> 21) & 511];
     if (*pde & EPT_LARGE)
         *pde = table_entry(new_page_table(*pde & ~((1ull << 21) - 1) & EPT_ADDR_MASK, *pde & EPT_RWX));
-    else if (!(*pde & EPT_RWX))
-        *pde = table_entry(new_page_table(gpa & ~((1ull << 21) - 1), 0));
-    return &table_of(*pde)[(gpa >> 12) & 511];
+    return &next_table(pde)[(gpa >> 12) & 511];
 }
 
 void ept_set_4k(struct ept *ept, uint64_t gpa, uint64_t hpa, uint64_t rights)

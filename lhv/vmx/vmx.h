@@ -191,7 +191,9 @@ struct ept {
 #define EPT_RWX 7ull
 #define EPT_MEMTYPE_WB (6ull << 3)
 void ept_build_identity(struct ept *ept, bool large_pages);
-uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa); /* splits a 2 MiB mapping if needed */
+void ept_init_empty(struct ept *ept); /* nothing mapped: every access is an EPT violation */
+/* The 4 KiB leaf entry for gpa: splits a 2 MiB mapping, makes missing tables. */
+uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa);
 void ept_set_4k(struct ept *ept, uint64_t gpa, uint64_t hpa, uint64_t rights);
 void ept_invalidate(struct ept *ept);
 
