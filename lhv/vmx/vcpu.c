@@ -276,6 +276,11 @@ bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reaso
     if (rc != VMX_OK)
         return scenario_error(s, "VM entry failed: %s, VM-instruction error %u",
                               rc == VMX_FAIL_INVALID ? "VMfailInvalid" : "VMfailValid", v->entry_error);
+    return vcpu_check_exit(s, v, expected_reason);
+}
+
+bool vcpu_check_exit(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
+{
     struct vmx_exit *e = &v->exit;
     if (e->reason & (1u << 31))
         return scenario_error(s, "VM entry failed: exit reason %u (%s), qualification 0x%llx", e->reason & 0xffff,

@@ -170,6 +170,8 @@ void vcpu_skip_instruction(struct vcpu *v);
 struct scenario;
 /* vcpu_run() and check the exit reason: entry failure is ERROR, another exit is BAD. */
 bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason);
+/* The same check on the exit that vcpu_run() already returned. */
+bool vcpu_check_exit(struct scenario *s, struct vcpu *v, uint32_t expected_reason);
 /* Expect VMCALL number `call` (guest/guest.h) and step over it. */
 bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call);
 /* For guests written in C (see guest/guest.h): sets RIP, RSP and the trampoline registers. */
