@@ -30,5 +30,8 @@ uintptr_t guest_stack_top(void);
  * in its page so that a scenario can take that page away in EPT. Returns the CR3 value. */
 uint64_t guest_pae_build(void);
 const uint64_t *guest_pae_pdpt(void);
+/* The same tables but for one page, which maps to phys_page, under a PDPT of their own; returns
+ * that CR3 (the first set stays as guest_pae_build() made it). */
+uint64_t guest_pae_build_remapped(uintptr_t linear_page, uintptr_t phys_page);
 
 #endif

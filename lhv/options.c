@@ -12,7 +12,7 @@
 
 OPTION(USE_MSR_LOAD, 1, 1, "VM-entry/VM-exit MSR load and store lists (selects msr_lists)");
 OPTION(NO_EFLAGS_IF, 1, 0, "L2 guests run with RFLAGS.IF=0");
-OPTION(USE_EPT, 1, 1, "EPT (selects ept_basic, ept_on_demand; with 0x20 pae_cr3_unmapped)");
+OPTION(USE_EPT, 1, 1, "EPT (selects ept_*, pae_pdpte_reload; with 0x20 pae_cr3_unmapped)");
 OPTION(USE_SWITCH_EPT, 0, 0, "switch between EPT roots (not implemented yet)");
 OPTION(USE_VPID, 1, 0, "L2 guests run with VPID 1 (scenarios SKIP without VPID)");
 OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects pae_cr3_unmapped)");
