@@ -224,9 +224,11 @@ int vcpu_run(struct vcpu *v)
             irq_enable();
             return rc;
         }
-        v->launched = true;
         v->exits++;
         read_exit_info(v);
+        /* A VM-entry failure (exit reason bit 31) leaves the VMCS clear: VMLAUNCH next time. */
+        if (!(v->exit.reason & (1u << 31)))
+            v->launched = true;
         /* An external interrupt exit leaves the interrupt pending (no acknowledge on exit):
          * opening IF lets L1's handler take it (timer, watchdog), then L2 goes on. */
         irq_enable();
