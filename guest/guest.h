@@ -33,5 +33,7 @@ const uint64_t *guest_pae_pdpt(void);
 /* The same tables but for one page, which maps to phys_page, under a PDPT of their own; returns
  * that CR3 (the first set stays as guest_pae_build() made it). */
 uint64_t guest_pae_build_remapped(uintptr_t linear_page, uintptr_t phys_page);
+/* Change where linear_page points in that second set (no TLB invalidation: the caller's job). */
+void guest_pae_remap(uintptr_t linear_page, uintptr_t phys_page);
 
 #endif

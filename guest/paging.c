@@ -28,6 +28,11 @@ static uint64_t g_alt_pdpt[512] __attribute__((aligned(PAGE_SIZE)));
 static uint64_t g_alt_pd[512] __attribute__((aligned(PAGE_SIZE)));
 static uint64_t g_alt_pt[512] __attribute__((aligned(PAGE_SIZE)));
 
+void guest_pae_remap(uintptr_t linear_page, uintptr_t phys_page)
+{
+    g_alt_pt[(linear_page >> 12) & 511] = phys_page | 0x7;
+}
+
 uint64_t guest_pae_build_remapped(uintptr_t linear_page, uintptr_t phys_page)
 {
     guest_pae_build();

@@ -77,7 +77,7 @@ static bool want_load_efer(const struct guest_config *cfg)
 static void setup_controls(const struct guest_config *cfg)
 {
     bool load_efer = want_load_efer(cfg);
-    bool vpid = (lhv_opt() & LHV_OPT_USE_VPID) != 0;
+    uint16_t vpid = cfg->vpid ? cfg->vpid : (lhv_opt() & LHV_OPT_USE_VPID) ? 1 : 0;
     uint32_t proc2 = (cfg->eptp ? PROC2_EPT : 0) | (cfg->unrestricted ? PROC2_UNRESTRICTED_GUEST : 0) |
                      (vpid ? PROC2_VPID : 0);
     uint32_t proc = (cfg->msr_bitmap ? PROC_USE_MSR_BITMAPS : 0) | (proc2 ? PROC_ACTIVATE_SECONDARY : 0);
@@ -103,7 +103,7 @@ static void setup_controls(const struct guest_config *cfg)
     if (cfg->eptp)
         vmcs_write(VMCS_EPT_POINTER, cfg->eptp);
     if (vpid)
-        vmcs_write(VMCS_VPID, 1);
+        vmcs_write(VMCS_VPID, vpid);
 }
 
 /* CR0/CR4 bits that VMX fixes are owned by L1 (mask) and hidden by the read shadows; with

@@ -70,9 +70,9 @@ int vmx_invept(uint64_t type, uint64_t eptp)
     return VMX_STATUS_ASM("invept %2, %3", "m"(desc), "r"(t));
 }
 
-int vmx_invvpid(uint64_t type, uint16_t vpid, uint64_t linear)
+int vmx_invvpid(uint64_t type, uint64_t desc_low, uint64_t linear)
 {
-    uint64_t desc[2] = { vpid, linear };
+    uint64_t desc[2] = { desc_low, linear };
     uintptr_t t = (uintptr_t)type;
     return VMX_STATUS_ASM("invvpid %2, %3", "m"(desc), "r"(t));
 }

@@ -104,7 +104,8 @@ int vmcs_store(uint64_t *phys);
 int vmx_vmread(uint32_t field, uint64_t *value);
 int vmx_vmwrite(uint32_t field, uint64_t value);
 int vmx_invept(uint64_t type, uint64_t eptp);
-int vmx_invvpid(uint64_t type, uint16_t vpid, uint64_t linear);
+/* desc_low: the descriptor's first quadword (VPID in bits 15:0, the rest reserved). */
+int vmx_invvpid(uint64_t type, uint64_t desc_low, uint64_t linear);
 uint32_t vmx_instruction_error(void);
 
 /* Checked accessors: a failure here is a bug in the scenario's setup, so the scenario ends
@@ -136,6 +137,7 @@ struct guest_config {
     uint64_t eptp;       /* 0: no EPT */
     bool unrestricted;
     bool msr_bitmap;     /* use an all-zero MSR bitmap: no RDMSR/WRMSR exits */
+    uint16_t vpid;       /* run with this VPID (0: only when LHV_OPT asks for VPID, then 1) */
 };
 
 struct vmx_exit {
