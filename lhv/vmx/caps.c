@@ -59,6 +59,7 @@ struct feature {
     bool (*present)(void);
     const char *why_absent; /* printf format; gets the MSR value */
     const uint64_t *msr_value;
+    const char *depends; /* checked first, so the reason names the missing foundation */
 };
 
 static bool has_vmx(void) { return g_vmx.cpuid_vmx && g_vmx.usable; }
@@ -81,21 +82,21 @@ static bool has_load_efer(void)
 }
 
 static const struct feature g_features[] = {
-    { "vmx", has_vmx, "", &g_vmx.feature_control }, /* reasons written in vmx_requirement_check */
-    { "ept", has_ept, "EPT with 4-level WB tables not offered (IA32_VMX_PROCBASED_CTLS2=0x%llx)", &g_vmx.proc2 },
-    { "vpid", has_vpid, "VPID not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2 },
-    { "ug", has_ug, "unrestricted guest not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2 },
-    { "vmfunc", has_vmfunc, "VMFUNC not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2 },
-    { "eptp_switch", has_eptp_switch, "EPTP switching not in IA32_VMX_VMFUNC=0x%llx", &g_vmx.vmfunc },
-    { "mtf", has_mtf, "monitor trap flag not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx", &g_vmx.proc },
-    { "preempt_timer", has_preempt, "preemption timer not allowed by IA32_VMX_PINBASED_CTLS=0x%llx", &g_vmx.pin },
-    { "msr_bitmap", has_msr_bitmap, "MSR bitmaps not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx", &g_vmx.proc },
-    { "invept", has_invept, "INVEPT not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid },
-    { "invvpid", has_invvpid, "INVVPID not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid },
-    { "ept_2m", has_ept_2m, "2 MiB EPT pages not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid },
-    { "ept_1g", has_ept_1g, "1 GiB EPT pages not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid },
-    { "ept_ad", has_ept_ad, "EPT A/D bits not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid },
-    { "load_efer", has_load_efer, "EFER load/save controls not allowed (IA32_VMX_ENTRY_CTLS=0x%llx)", &g_vmx.entry },
+    { "vmx", has_vmx, "", &g_vmx.feature_control, NULL }, /* reasons written in vmx_requirement_check */
+    { "ept", has_ept, "EPT with 4-level WB tables not offered (IA32_VMX_PROCBASED_CTLS2=0x%llx)", &g_vmx.proc2, NULL },
+    { "vpid", has_vpid, "VPID not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2, NULL },
+    { "ug", has_ug, "unrestricted guest not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2, "ept" },
+    { "vmfunc", has_vmfunc, "VMFUNC not allowed by IA32_VMX_PROCBASED_CTLS2=0x%llx", &g_vmx.proc2, NULL },
+    { "eptp_switch", has_eptp_switch, "EPTP switching not in IA32_VMX_VMFUNC=0x%llx", &g_vmx.vmfunc, "vmfunc" },
+    { "mtf", has_mtf, "monitor trap flag not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx", &g_vmx.proc, NULL },
+    { "preempt_timer", has_preempt, "preemption timer not allowed by IA32_VMX_PINBASED_CTLS=0x%llx", &g_vmx.pin, NULL },
+    { "msr_bitmap", has_msr_bitmap, "MSR bitmaps not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx", &g_vmx.proc, NULL },
+    { "invept", has_invept, "INVEPT not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
+    { "invvpid", has_invvpid, "INVVPID not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "vpid" },
+    { "ept_2m", has_ept_2m, "2 MiB EPT pages not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
+    { "ept_1g", has_ept_1g, "1 GiB EPT pages not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
+    { "ept_ad", has_ept_ad, "EPT A/D bits not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
+    { "load_efer", has_load_efer, "EFER load/save controls not allowed (IA32_VMX_ENTRY_CTLS=0x%llx)", &g_vmx.entry, NULL },
 };
 
 int vmx_format_caps(char *buf, size_t size)
@@ -131,6 +132,8 @@ int vmx_requirement_check(const char *word, size_t len, char *reason, size_t rea
             continue;
         if (f->present())
             return REQ_MET;
+        if (f->depends && vmx_requirement_check(f->depends, strlen(f->depends), reason, reason_size) != REQ_MET)
+            return REQ_ABSENT;
         if (f->present == has_vmx && !g_vmx.cpuid_vmx)
             snprintf(reason, reason_size, "VMX not supported: CPUID.1:ECX[5]=0");
         else if (f->present == has_vmx)
