@@ -151,6 +151,8 @@ const char *exit_reason_name(uint32_t reason)
     case EXIT_WRMSR: return "WRMSR";
     case EXIT_INVALID_GUEST_STATE: return "invalid guest state";
     case EXIT_MSR_LOADING: return "MSR loading";
+    case EXIT_MTF: return "monitor trap flag";
+    case EXIT_PREEMPTION_TIMER: return "preemption timer";
     case EXIT_EPT_VIOLATION: return "EPT violation";
     case EXIT_EPT_MISCONFIG: return "EPT misconfiguration";
     case EXIT_VMFUNC: return "VMFUNC";

@@ -38,8 +38,10 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_WRMSR 32
 #define EXIT_INVALID_GUEST_STATE 33
 #define EXIT_MSR_LOADING 34
+#define EXIT_MTF 37
 #define EXIT_EPT_VIOLATION 48
 #define EXIT_EPT_MISCONFIG 49
+#define EXIT_PREEMPTION_TIMER 52
 #define EXIT_VMFUNC 59
 const char *exit_reason_name(uint32_t reason);
 
