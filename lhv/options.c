@@ -13,7 +13,7 @@
 OPTION(USE_MSR_LOAD, 1, 1, "VM-entry/VM-exit MSR load and store lists (selects msr_lists)");
 OPTION(NO_EFLAGS_IF, 1, 0, "L2 guests run with RFLAGS.IF=0");
 OPTION(USE_EPT, 1, 1, "EPT (selects ept_*, pae_pdpte_reload; with 0x20 pae_cr3_unmapped)");
-OPTION(USE_SWITCH_EPT, 0, 0, "switch between EPT roots (not implemented yet)");
+OPTION(USE_SWITCH_EPT, 1, 1, "switch between EPT roots, INVEPT (needs 0x4; selects ept_switch)");
 OPTION(USE_VPID, 1, 0, "L2 guests run with VPID 1 (scenarios SKIP without VPID)");
 OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects pae_cr3_unmapped)");
 OPTION(USER_MODE, 0, 0, "guest code at CPL 3 (not implemented yet)");
@@ -53,10 +53,12 @@ bool options_validate_opt(uint64_t opt, char *error, size_t error_size)
                  (unsigned long long)(opt & ~known));
         return false;
     }
-    if ((opt & LHV_OPT_USE_LARGE_PAGE) && !(opt & LHV_OPT_USE_EPT)) {
-        snprintf(error, error_size, "lhv_opt bit 0x100 USE_LARGE_PAGE needs 0x4 USE_EPT");
-        return false;
-    }
+    static const uint64_t needs_ept[] = { LHV_OPT_USE_SWITCH_EPT, LHV_OPT_USE_LARGE_PAGE };
+    for (size_t i = 0; i < ARRAY_SIZE(needs_ept); i++)
+        if ((opt & needs_ept[i]) && !(opt & LHV_OPT_USE_EPT)) {
+            snprintf(error, error_size, "lhv_opt bit 0x%llx needs 0x4 USE_EPT", (unsigned long long)needs_ept[i]);
+            return false;
+        }
     return true;
 }
 
