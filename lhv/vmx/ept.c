@@ -69,6 +69,22 @@ uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa)
     return &next_table(pde)[(gpa >> 12) & 511];
 }
 
+uint64_t *ept_entry(struct ept *ept, int level, uint64_t gpa)
+{
+    uint64_t *entry = &ept->pml4[(gpa >> 39) & 511];
+    for (int l = 4; l > level; l--)
+        entry = &next_table(entry)[(gpa >> (12 + 9 * (l - 2))) & 511];
+    return entry;
+}
+
+/* A 2 MiB (level 2) or 1 GiB (level 3) leaf; rights 0 makes the entry not present. The caller
+ * checks IA32_VMX_EPT_VPID_CAP for the page size. */
+void ept_set_large(struct ept *ept, int level, uint64_t gpa, uint64_t hpa, uint64_t rights)
+{
+    uint64_t *entry = ept_entry(ept, level, gpa);
+    *entry = rights ? ((hpa & EPT_ADDR_MASK) | rights | EPT_MEMTYPE_WB | EPT_LARGE) : 0;
+}
+
 void ept_set_4k(struct ept *ept, uint64_t gpa, uint64_t hpa, uint64_t rights)
 {
     *ept_leaf_4k(ept, gpa) = rights ? ((hpa & EPT_ADDR_MASK) | rights | EPT_MEMTYPE_WB) : 0;

@@ -201,6 +201,11 @@ void ept_init_empty(struct ept *ept); /* nothing mapped: every access is an EPT 
 /* The 4 KiB leaf entry for gpa: splits a 2 MiB mapping, makes missing tables. */
 uint64_t *ept_leaf_4k(struct ept *ept, uint64_t gpa);
 void ept_set_4k(struct ept *ept, uint64_t gpa, uint64_t hpa, uint64_t rights);
+/* The entry for gpa at one level (4 PML4E, 3 PDPTE, 2 PDE, 1 PTE), making missing tables above
+ * it but leaving a large page above it in place. */
+uint64_t *ept_entry(struct ept *ept, int level, uint64_t gpa);
+/* level 2: a 2 MiB page, level 3: a 1 GiB page (check the capability first). */
+void ept_set_large(struct ept *ept, int level, uint64_t gpa, uint64_t hpa, uint64_t rights);
 void ept_invalidate(struct ept *ept);
 
 /* Page pool: zeroed 4 KiB pages for VMCSs, EPT tables, bitmaps; reset between scenarios. */
