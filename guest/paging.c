@@ -13,7 +13,8 @@ uint64_t guest_pae_build(void)
     memset(g_pae_pdpt, 0, sizeof(g_pae_pdpt));
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 512; j++)
-            g_pae_pd[i][j] = (((uint64_t)i << 30) | ((uint64_t)j << 21)) | 0x87; /* P RW US PS */
+            /* P RW US A D PS: accessed and dirty already, so guest page walks never write */
+            g_pae_pd[i][j] = (((uint64_t)i << 30) | ((uint64_t)j << 21)) | 0xe7;
         g_pae_pdpt[i] = (uintptr_t)g_pae_pd[i] | 1; /* PAE PDPTEs: only P may be set */
     }
     return (uintptr_t)g_pae_pdpt;
