@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define GUEST_CALL_DONE 0x10 /* EBX = the guest function's return value */
+#define GUEST_CALL_EVENT 0x11 /* from guest/idt.S: EBX = vector, ECX = error code, EDX = frame RIP */
 #define GUEST_CALL_USER 0x100 /* scenarios number their own calls from here */
 #define GUEST_STACK_SIZE 16384
 
@@ -35,5 +36,11 @@ const uint64_t *guest_pae_pdpt(void);
 uint64_t guest_pae_build_remapped(uintptr_t linear_page, uintptr_t phys_page);
 /* Change where linear_page points in that second set (no TLB invalidation: the caller's job). */
 void guest_pae_remap(uintptr_t linear_page, uintptr_t phys_page);
+
+/* L2's own IDT for the native guest mode (guest/idt.c): returns its base, sets *limit. Every
+ * vector's handler reports with GUEST_CALL_EVENT and never returns. Scenarios that want an event
+ * delivered through it clear that vector's bit in the exception bitmap. */
+uintptr_t guest_idt_build(uint16_t *limit);
+uint32_t guest_idt_gate_size(void);
 
 #endif
