@@ -12,10 +12,10 @@
 
 OPTION(USE_MSR_LOAD, 1, 1, "VM-entry/VM-exit MSR load and store lists (selects msr_lists)");
 OPTION(NO_EFLAGS_IF, 1, 0, "L2 guests run with RFLAGS.IF=0");
-OPTION(USE_EPT, 1, 1, "EPT (selects ept_*, pae_pdpte_reload; with 0x20 pae_cr3_unmapped)");
+OPTION(USE_EPT, 1, 1, "EPT (selects ept_*, idt_vectoring, vmfunc_eptp_switch, pae_pdpte_reload)");
 OPTION(USE_SWITCH_EPT, 1, 1, "switch between EPT roots, INVEPT (needs 0x4; selects ept_switch)");
 OPTION(USE_VPID, 1, 0, "L2 guests run with VPID 1 (scenarios SKIP without VPID)");
-OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects pae_cr3_unmapped)");
+OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects ug_paging_toggle, pae_cr3_unmapped)");
 OPTION(USER_MODE, 0, 0, "guest code at CPL 3 (not implemented yet)");
 OPTION(USE_VMXOFF, 1, 1, "VMXOFF/VMXON cycle and relaunch in vmx_lifecycle");
 OPTION(USE_LARGE_PAGE, 1, 0, "2 MiB EPT pages everywhere (needs 0x4 and 2 MiB EPT pages)");
