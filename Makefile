@@ -4,6 +4,7 @@
 #   make            build images/lhv-{i386,amd64}.{elf,iso} and images/font8x16.bin
 #   make run        build, boot the amd64 image under Bochs, print the verdict table
 #   make test       the pytest suite (harness/tests), on both cores
+#   make bench      exit_latency under Bochs: cycles per VM exit round trip, as figures
 #   make deps       install the Debian packages all of this needs (apt-get; run as root)
 #   make clean
 #   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO of the built ELF whose entry passes CMDLINE
@@ -29,7 +30,7 @@ TESTS := $(FIRST_TESTS) $(filter-out $(FIRST_TESTS),$(sort $(wildcard tests/*.c)
 SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) $(TESTS)
 HEADERS := $(wildcard lhv/*.h lhv/*/*.h guest/*.h)
 
-.PHONY: all run test deps clean iso-custom
+.PHONY: all run test bench deps clean iso-custom
 all: $(foreach a,$(ARCHES),images/lhv-$(a).elf images/lhv-$(a).iso) images/font8x16.bin
 
 build/font8x16.bin: tools/mkfont.py
@@ -66,6 +67,9 @@ run: all
 
 test: all
 	$(PYTHON) -m pytest -n 2 harness/tests
+
+bench: all
+	$(PYTHON) -m harness run --target bochs --arch i386,amd64 --cpu-model corei7_skylake_x,tigerlake --tests exit_latency
 
 deps:
 	apt-get update
