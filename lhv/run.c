@@ -239,6 +239,8 @@ static void run_one(const struct lhv_scenario_def *d)
         }
         g_in_scenario = false;
         irq_enable();
+        if (!smp_cancel_all_work(2000))
+            lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);
         vmx_after_scenario();
         screen_set_status("-");
     }

@@ -18,6 +18,7 @@
 #endif
 
 #define VECTOR_TIMER 0x40
+#define VECTOR_WAKE 0x41 /* IPI: an AP has work */
 #define VECTOR_SPURIOUS 0xff
 
 /* Register frame built by the interrupt stubs (isr.S); field order matches the pushes. */
@@ -72,6 +73,14 @@ void acpi_set_rsdp(const void *rsdp_copy, size_t len);
 bool acpi_oem_is(const char *oem6);
 int acpi_collect_apic_ids(uint32_t *ids, int max);
 void smp_boot_aps(void);
+
+/* Running code on an AP (scenarios that need a second CPU). The function runs in the AP's L1
+ * context with interrupts on; long-running work must poll g_work_cancel and return when set. */
+typedef void (*cpu_work_fn)(void *arg);
+bool smp_start_work(int cpu, cpu_work_fn fn, void *arg);
+bool smp_wait_work(int cpu, uint64_t timeout_ms);
+bool smp_cancel_all_work(uint64_t timeout_ms);
+extern volatile bool g_work_cancel;
 
 /* Called by trap_dispatch for the timer vector. */
 void timer_tick(struct trap_frame *f);

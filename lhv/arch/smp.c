@@ -25,6 +25,64 @@ int this_cpu_index(void)
     return 0;
 }
 
+/* Work for the APs: one slot per CPU, posted by the BSP, woken by an IPI. */
+struct cpu_work {
+    volatile cpu_work_fn fn;
+    void *arg;
+    volatile bool busy;
+};
+static struct cpu_work g_work[MAX_CPUS];
+volatile bool g_work_cancel;
+
+/* Park with interrupts on: the LAPIC timer (heartbeat) or the BSP's wake-up IPI ends each hlt;
+ * "sti; hlt" cannot lose a wake-up that arrives between the check and the hlt. */
+static __attribute__((noreturn)) void ap_work_loop(struct percpu *cpu)
+{
+    struct cpu_work *w = &g_work[cpu->index];
+    for (;;) {
+        __asm__ volatile("cli");
+        cpu_work_fn fn = w->fn;
+        if (fn) {
+            __asm__ volatile("sti");
+            fn(w->arg);
+            w->fn = NULL;
+            __atomic_store_n(&w->busy, false, __ATOMIC_RELEASE);
+            continue;
+        }
+        __asm__ volatile("sti; hlt");
+    }
+}
+
+bool smp_start_work(int cpu, cpu_work_fn fn, void *arg)
+{
+    if (cpu <= 0 || cpu >= g_cpu_count || !g_cpus[cpu].online || g_work[cpu].busy)
+        return false;
+    g_work_cancel = false;
+    g_work[cpu].arg = arg;
+    g_work[cpu].busy = true;
+    __atomic_store_n(&g_work[cpu].fn, fn, __ATOMIC_RELEASE);
+    lapic_send_ipi(g_cpus[cpu].apic_id, 0x4000 | VECTOR_WAKE); /* fixed delivery */
+    return true;
+}
+
+bool smp_wait_work(int cpu, uint64_t timeout_ms)
+{
+    uint64_t end = rdtsc() + g_tsc_hz / 1000 * timeout_ms;
+    while (g_work[cpu].busy && rdtsc() < end)
+        cpu_relax();
+    return !g_work[cpu].busy;
+}
+
+/* After a scenario: work still running is told to stop (it polls g_work_cancel), and waited for. */
+bool smp_cancel_all_work(uint64_t timeout_ms)
+{
+    g_work_cancel = true;
+    bool all = true;
+    for (int cpu = 1; cpu < g_cpu_count; cpu++)
+        all &= smp_wait_work(cpu, timeout_ms);
+    return all;
+}
+
 /* Runs on each AP once the trampoline has reached the identity-mapped kernel. */
 void ap_main(int index)
 {
@@ -36,9 +94,7 @@ void ap_main(int index)
     if (g_vmx.usable && !vmx_cpu_enable(cpu, why, sizeof(why)))
         lhv_printf("LHV NOTE: cpu%d: %s\n", index, why);
     cpu->online = true;
-    /* Park: the LAPIC timer wakes the CPU to advance its heartbeat on the screen. */
-    for (;;)
-        __asm__ volatile("sti; hlt");
+    ap_work_loop(cpu);
 }
 
 static bool start_ap(int index)

@@ -166,17 +166,16 @@ static void setup_guest_state(struct vcpu *v, const struct guest_config *cfg)
     (void)v;
 }
 
-void vcpu_init(struct vcpu *v, const struct guest_config *cfg)
+/* The VMCS is v->vmcs already (cleared, with its revision ID): used on APs, which must not take
+ * pages from the pool while the BSP may. */
+void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg)
 {
-    memset(v, 0, sizeof(*v));
-    v->vmcs = page_alloc();
-    v->vmcs_phys = vmx_alloc_region_phys(v->vmcs);
-    vcpu_track_vmcs(v->vmcs_phys);
     if (vmcs_clear(v->vmcs_phys) != VMX_OK || vmcs_load(v->vmcs_phys) != VMX_OK)
         scenario_abort(VERDICT_ERROR, "VMCLEAR/VMPTRLD of a fresh VMCS failed");
+    v->launched = false;
     setup_controls(cfg);
     if (cfg->msr_bitmap) {
-        v->msr_bitmap = page_alloc(); /* all zero: no MSR access exits */
+        v->msr_bitmap = page_alloc(); /* all zero: no MSR access exits (BSP only) */
         vmcs_write(VMCS_MSR_BITMAP, (uintptr_t)v->msr_bitmap);
     }
     setup_host_state();
@@ -184,14 +183,35 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg)
     v->regs.rdi = cfg->arg;
 }
 
+void vcpu_init(struct vcpu *v, const struct guest_config *cfg)
+{
+    memset(v, 0, sizeof(*v));
+    v->vmcs = page_alloc();
+    v->vmcs_phys = vmx_alloc_region_phys(v->vmcs);
+    vcpu_track_vmcs(v->vmcs_phys);
+    vcpu_init_prepared(v, cfg);
+}
+
 /* C guests start in guest_trampoline, which calls fn(arg). */
-void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, guest_main_fn fn, uintptr_t arg)
+static void c_guest_config(struct guest_config *cfg, uintptr_t arg)
 {
     cfg->entry = (uintptr_t)guest_trampoline;
     cfg->arg = arg;
     if (!cfg->stack_top)
         cfg->stack_top = guest_stack_top();
+}
+
+void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, guest_main_fn fn, uintptr_t arg)
+{
+    c_guest_config(cfg, arg);
     vcpu_init(v, cfg);
+    v->regs.rsi = (uintptr_t)fn;
+}
+
+void vcpu_init_c_guest_prepared(struct vcpu *v, struct guest_config *cfg, guest_main_fn fn, uintptr_t arg)
+{
+    c_guest_config(cfg, arg);
+    vcpu_init_prepared(v, cfg);
     v->regs.rsi = (uintptr_t)fn;
 }
 
@@ -215,7 +235,8 @@ static void read_exit_info(struct vcpu *v)
 
 int vcpu_run(struct vcpu *v)
 {
-    g_running_vcpu = v;
+    if (this_cpu_index() == 0)
+        g_running_vcpu = v; /* what the BSP's watchdog reports */
     for (;;) {
         irq_disable(); /* no interrupt between loading guest registers and the VM entry */
         int rc = vmx_enter(&v->regs, v->launched);

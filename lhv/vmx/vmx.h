@@ -181,6 +181,9 @@ bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call);
 /* For guests written in C (see guest/guest.h): sets RIP, RSP and the trampoline registers. */
 typedef uintptr_t (*vcpu_guest_fn)(uintptr_t arg);
 void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
+/* The same with v->vmcs/vmcs_phys already set (a page the caller owns, for APs). */
+void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg);
+void vcpu_init_c_guest_prepared(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
 void vcpu_set_controls(uint32_t field, uint32_t set_bits, uint32_t clear_bits);
 extern struct vcpu *volatile g_running_vcpu;
 /* Remember a VMCS made by hand so the runner VMCLEARs it after the scenario. */
