@@ -28,7 +28,7 @@ LDFLAGS := -nostdlib -static -no-pie -Wl,--no-warn-rwx-segments -Wl,-z,noexecsta
 FIRST_TESTS := tests/vmx_lifecycle.c tests/msr_lists.c tests/ept_basic.c
 TESTS := $(FIRST_TESTS) $(filter-out $(FIRST_TESTS),$(sort $(wildcard tests/*.c)))
 SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) $(TESTS)
-HEADERS := $(wildcard lhv/*.h lhv/*/*.h guest/*.h)
+HEADERS := $(wildcard lhv/*.h lhv/*/*.h lhv/*/*.inc guest/*.h)
 
 .PHONY: all run test bench deps clean iso-custom
 all: $(foreach a,$(ARCHES),images/lhv-$(a).elf images/lhv-$(a).iso) images/font8x16.bin

@@ -17,6 +17,15 @@
 #define GUEST_CALL_USER 0x100 /* scenarios number their own calls from here */
 #define GUEST_STACK_SIZE 16384
 
+/* Brackets for a scenario's 32-bit L2 code in a top-level __asm__ (a PAE guest, or the 32-bit
+ * part of a mode switch): the same text assembles for both subarchs. */
+#define GUEST32_CODE_BEGIN ".pushsection .text\n.code32\n"
+#ifdef __x86_64__
+#define GUEST32_CODE_END ".code64\n.popsection\n"
+#else
+#define GUEST32_CODE_END ".popsection\n"
+#endif
+
 static inline uintptr_t guest_vmcall(uintptr_t call, uintptr_t arg1, uintptr_t arg2)
 {
     __asm__ volatile("vmcall" : "+a"(call) : "b"(arg1), "c"(arg2) : "memory");

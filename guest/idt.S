@@ -5,28 +5,9 @@
  * L1 decides what comes next (it sets the guest RIP); the handler never returns.
  */
 #define GUEST_CALL_EVENT 0x11
+#include "arch/vector_stubs.inc"
     .text
-    .macro GUEST_STUB vec
-    .align 16
-guest_stub_\vec:
-    .if (\vec == 8) || (\vec >= 10 && \vec <= 14) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
-    .else
-    push $0
-    .endif
-    push $\vec
-    jmp guest_event_common
-    .endm
-    .altmacro
-    .macro GUEST_STUBS from, to
-    GUEST_STUB %\from
-    .if \to-\from
-    GUEST_STUBS %(\from+1), \to
-    .endif
-    .endm
-    GUEST_STUBS 0, 63
-    GUEST_STUBS 64, 127
-    GUEST_STUBS 128, 191
-    GUEST_STUBS 192, 255
+    ALL_VECTOR_STUBS guest_stub_, guest_event_common
 
 guest_event_common:
 #ifdef __x86_64__
@@ -46,20 +27,4 @@ guest_event_common:
     .align 8
     .global guest_stub_table
 guest_stub_table:
-    .macro GUEST_STUB_ADDR vec
-#ifdef __x86_64__
-    .quad guest_stub_\vec
-#else
-    .long guest_stub_\vec
-#endif
-    .endm
-    .macro GUEST_STUB_ADDRS from, to
-    GUEST_STUB_ADDR %\from
-    .if \to-\from
-    GUEST_STUB_ADDRS %(\from+1), \to
-    .endif
-    .endm
-    GUEST_STUB_ADDRS 0, 63
-    GUEST_STUB_ADDRS 64, 127
-    GUEST_STUB_ADDRS 128, 191
-    GUEST_STUB_ADDRS 192, 255
+    ALL_VECTOR_STUB_ADDRESSES guest_stub_

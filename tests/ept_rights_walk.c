@@ -36,18 +36,14 @@ static uint32_t g_probe_page[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 /* EBP = probe. Reads, writes, reports; no stack. */
 extern const uint8_t rights_guest[];
-__asm__(".pushsection .text\n"
-        ".code32\n"
+__asm__(GUEST32_CODE_BEGIN
         "rights_guest:\n"
         "1:  mov (%ebp), %ebx\n"
         "    movl $0x57524954, (%ebp)\n"
         "    mov $0x101, %eax\n"
         "    vmcall\n"
         "    jmp 1b\n"
-#ifdef __x86_64__
-        ".code64\n"
-#endif
-        ".popsection\n");
+        GUEST32_CODE_END);
 
 static bool check_level(struct scenario *s, struct vcpu *v, struct ept *ept, int level)
 {

@@ -28,8 +28,7 @@ LHV_SCENARIO(pae_cr3_unmapped, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST,
 _Static_assert(CALL_UNMAP_CR3_PAGE == GUEST_CALL_USER + 1, "keep the assembly's constant in step");
 
 extern const uint8_t pae_guest[], pae_guest_set_pg[];
-__asm__(".pushsection .text\n"
-        ".code32\n"
+__asm__(GUEST32_CODE_BEGIN
         "pae_guest:\n"
         "    mov %cr0, %eax\n"
         "    and $0x7fffffff, %eax\n"
@@ -44,10 +43,7 @@ __asm__(".pushsection .text\n"
         "    mov $0x10, %eax\n"          /* GUEST_CALL_DONE */
         "    vmcall\n"
         "    ud2\n"
-#ifdef __x86_64__
-        ".code64\n"
-#endif
-        ".popsection\n");
+        GUEST32_CODE_END);
 
 static bool expect_violation_at_cr3(struct scenario *s, struct vcpu *v, uint64_t cr3_page)
 {

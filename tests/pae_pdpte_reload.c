@@ -28,7 +28,6 @@
 LHV_SCENARIO(pae_pdpte_reload, LHV_OPT_USE_EPT, "vmx,ept,preempt_timer,load_efer", 8000, SUBARCH_ALL,
              pae_pdpte_reload);
 
-#define EXIT_PREEMPTION_TIMER 52
 #define CALL_WRONG_READ 0x102 /* GUEST_CALL_USER + 2: EBX = value, EDX = 0 under A, 1 under B */
 #define SWITCHES 3000
 #define MARKER_A 0x41414141u
@@ -40,8 +39,7 @@ static uint32_t g_page_b[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 /* ESI = CR3 of set A, EDI = CR3 of set B, EBP = probe address, ECX = switches left. */
 extern const uint8_t pdpte_guest[];
-__asm__(".pushsection .text\n"
-        ".code32\n"
+__asm__(GUEST32_CODE_BEGIN
         "pdpte_guest:\n"
         "1:  mov %edi, %cr3\n"
         "    mov (%ebp), %ebx\n"
@@ -61,10 +59,7 @@ __asm__(".pushsection .text\n"
         "2:  mov $0x102, %eax\n"          /* CALL_WRONG_READ */
         "    vmcall\n"
         "    ud2\n"
-#ifdef __x86_64__
-        ".code64\n"
-#endif
-        ".popsection\n");
+        GUEST32_CODE_END);
 
 /* The PDPTE fields must be the four entries at the guest's current CR3. */
 static bool check_pdpte_fields(struct scenario *s, uint64_t cr3_a, uint64_t cr3_b, int exit_number)

@@ -24,7 +24,6 @@
 
 LHV_SCENARIO(preempt_timer, 0, "vmx,preempt_timer", 5000, SUBARCH_ALL, preempt_timer);
 
-#define EXIT_PREEMPTION_TIMER 52
 #define EXIT_SAVE_PREEMPTION_TIMER (1u << 22)
 #define CALL_SPIN_ENDED (GUEST_CALL_USER + 1)
 #define TIMER_VALUE 2000u

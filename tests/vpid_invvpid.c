@@ -43,17 +43,13 @@ static uint32_t g_page_b[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 /* EBP = probe address: read it, tell L1, again and again. */
 extern const uint8_t vpid_guest[];
-__asm__(".pushsection .text\n"
-        ".code32\n"
+__asm__(GUEST32_CODE_BEGIN
         "vpid_guest:\n"
         "1:  mov (%ebp), %ebx\n"
         "    mov $0x101, %eax\n"
         "    vmcall\n"
         "    jmp 1b\n"
-#ifdef __x86_64__
-        ".code64\n"
-#endif
-        ".popsection\n");
+        GUEST32_CODE_END);
 
 static bool type_offered(uint64_t type) { return type < 4 && (g_vmx.ept_vpid >> (40 + type) & 1); }
 

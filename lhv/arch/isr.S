@@ -1,28 +1,8 @@
 /* One stub per vector: push a dummy error code where the CPU pushes none, then the vector,
  * and join the common path that builds a struct trap_frame and calls trap_dispatch(). */
+#include "arch/vector_stubs.inc"
     .text
-    .macro ISR_STUB vec
-    .align 16
-isr_stub_\vec:
-    .if (\vec == 8) || (\vec >= 10 && \vec <= 14) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
-    .else
-    push $0
-    .endif
-    push $\vec
-    jmp isr_common
-    .endm
-
-    .altmacro
-    .macro ISR_STUBS from, to
-    ISR_STUB %\from
-    .if \to-\from
-    ISR_STUBS %(\from+1), \to
-    .endif
-    .endm
-    ISR_STUBS 0, 63
-    ISR_STUBS 64, 127
-    ISR_STUBS 128, 191
-    ISR_STUBS 192, 255
+    ALL_VECTOR_STUBS isr_stub_, isr_common
 
 #ifdef __x86_64__
 isr_common:
@@ -64,7 +44,6 @@ isr_common:
     pop %rax
     add $16, %rsp
     iretq
-#define PTR .quad
 #else
 isr_common:
     pusha
@@ -75,23 +54,10 @@ isr_common:
     popa
     add $8, %esp
     iret
-#define PTR .long
 #endif
 
     .section .rodata
     .align 8
     .global isr_stub_table
 isr_stub_table:
-    .macro STUB_ADDR vec
-    PTR isr_stub_\vec
-    .endm
-    .macro STUB_ADDRS from, to
-    STUB_ADDR %\from
-    .if \to-\from
-    STUB_ADDRS %(\from+1), \to
-    .endif
-    .endm
-    STUB_ADDRS 0, 63
-    STUB_ADDRS 64, 127
-    STUB_ADDRS 128, 191
-    STUB_ADDRS 192, 255
+    ALL_VECTOR_STUB_ADDRESSES isr_stub_
