@@ -51,5 +51,7 @@ void guest_pae_remap(uintptr_t linear_page, uintptr_t phys_page);
  * delivered through it clear that vector's bit in the exception bitmap. */
 uintptr_t guest_idt_build(uint16_t *limit);
 uint32_t guest_idt_gate_size(void);
+/* Point one vector at a handler of the scenario's own (after guest_idt_build). */
+void guest_idt_set_gate(int vector, uintptr_t handler);
 
 #endif

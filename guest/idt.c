@@ -12,22 +12,25 @@ static uint8_t g_guest_idt[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
 #define GATE_SIZE 8
 #endif
 
+void guest_idt_set_gate(int vector, uintptr_t handler)
+{
+    uint8_t *gate = g_guest_idt + vector * GATE_SIZE;
+    uint16_t low = (uint16_t)handler, selector = SEL_L1_CODE, high = (uint16_t)(handler >> 16);
+    memcpy(gate, &low, 2);
+    memcpy(gate + 2, &selector, 2);
+    gate[5] = 0x8e; /* present, DPL 0, interrupt gate */
+    memcpy(gate + 6, &high, 2);
+#ifdef __x86_64__
+    uint32_t top = (uint32_t)(handler >> 32);
+    memcpy(gate + 8, &top, 4);
+#endif
+}
+
 uintptr_t guest_idt_build(uint16_t *limit)
 {
     memset(g_guest_idt, 0, sizeof(g_guest_idt));
-    for (int v = 0; v < 256; v++) {
-        uintptr_t handler = guest_stub_table[v];
-        uint8_t *gate = g_guest_idt + v * GATE_SIZE;
-        uint16_t low = (uint16_t)handler, selector = SEL_L1_CODE, high = (uint16_t)(handler >> 16);
-        memcpy(gate, &low, 2);
-        memcpy(gate + 2, &selector, 2);
-        gate[5] = 0x8e; /* present, DPL 0, interrupt gate */
-        memcpy(gate + 6, &high, 2);
-#ifdef __x86_64__
-        uint32_t top = (uint32_t)(handler >> 32);
-        memcpy(gate + 8, &top, 4);
-#endif
-    }
+    for (int v = 0; v < 256; v++)
+        guest_idt_set_gate(v, guest_stub_table[v]);
     *limit = 256 * GATE_SIZE - 1;
     return (uintptr_t)g_guest_idt;
 }
