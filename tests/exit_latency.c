@@ -4,8 +4,8 @@
  * VMCALL (L1 VMWRITEs the EPT pointer) and, for comparison, an EPTP switch by VMFUNC inside L2
  * (no exit at all). The verdict checks only that every exit came as the guest's loop implies.
  *
- * Intel SDM Vol. 3C 25.5 (VM entries and exits), 26.5.6.3 (EPTP switching, the reason VMFUNC
- * exists: switching without an exit). Figures are means over 200 round trips measured by L1
+ * Intel SDM Vol. 3C chapters 27 and 28 (VM entries, VM exits), 26.5.6.3 "EPTP Switching" (the
+ * reason VMFUNC exists: switching without an exit). Figures are means over 200 round trips measured by L1
  * around its VM entry (rdtsc before VMRESUME, after the exit), so they include L1's exit path.
  * Under Bochs they are emulated cycles; under KVM or VMware they show what nesting costs.
  * The EPT-violation loop reads an unmapped page with a 3-byte MOV that L1 skips, so each

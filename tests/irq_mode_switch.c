@@ -7,8 +7,9 @@
  * `pushl $__CS` and `lretl` while turning paging off, and ended in the #TS handler with a
  * misaligned stack; the fix was to disable interrupts in lhv_disable_enable_paging(). The L1
  * side of that contract is what this checks: an interrupt is delivered only when the guest can
- * take it (Intel SDM Vol. 3C 27.6.2 / 26.3.1.5: an injected external interrupt needs RFLAGS.IF=1
- * and no STI/MOV-SS blocking; 25.6.2 "interrupt-window exiting" tells L1 when that is).
+ * take it (Intel SDM Vol. 3C 27.3.1.5 "Checks on Guest Non-Register State" and 27.6 "Event
+ * Injection": an injected external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking;
+ * 25.6.2, "interrupt-window exiting", tells L1 when that is).
  * L2 (amd64, unrestricted guest): N rounds of [IF=1 for a while; CLI; far return to 32-bit
  * code; CR0.PG off (long mode off); CR0.PG on; far jump back to 64-bit code]. L1 makes the
  * preemption timer exit L2 at pseudo-random points and, at each exit, injects vector 0x30 when

@@ -9,8 +9,9 @@
  * preemption timer, pending exception) came right after L2 changed its PDPTEs, KVM re-entered L2
  * with the stale PDPTEs of vmcs12, and L2 triple-faulted or used the old mappings.
  * Intel SDM Vol. 3A 4.4.1 "PDPTE Registers" (MOV CR3 loads them with PAE paging); Vol. 3C
- * 27.3.4 "Saving Non-Register State" (with EPT and PAE paging, VM exit stores the PDPTEs in the
- * guest-state area) and 26.3.2.4 (with EPT, VM entry loads them from there, not from memory).
+ * 28.3.4 "Saving Non-Register State" (with EPT and PAE paging, VM exit stores the PDPTEs in the
+ * guest-state area) and 27.3.2.4 "Loading Page-Directory-Pointer-Table Entries" (with EPT, VM
+ * entry loads them from there, not from memory).
  * The two table sets differ in one page: at the probe address the guest reads 'AAAA' under the
  * first CR3 and 'BBBB' under the second; a stale PDPTE set shows up as the wrong letters.
  * GOOD: thousands of switches, every read right, the PDPTE fields right at every timer exit.

@@ -4,7 +4,8 @@
  * Intel SDM Vol. 3C 26.5.1 "VMX-Preemption Timer": the timer counts down at the TSC rate divided
  * by 2^X, X = IA32_VMX_MISC[4:0]; at 0 a VM exit with reason 52 follows; a timer value of 0 at VM
  * entry gives the exit before the guest executes any instruction. 25.7.1: with the "save VMX-
- * preemption timer value" exit control the current value is stored at every VM exit.
+ * preemption timer value" exit control the current value is stored at every VM exit; 27.2.1.2:
+ * that control needs the timer itself.
  * Source: seed 002, where a pending preemption-timer exit taken instead of the expected re-entry
  * into L2 exposed stale PAE PDPTEs in KVM; scenarios that need "an exit to L1 right away" use this
  * timer because Bochs 2.7 never delivers MTF exits.
@@ -68,7 +69,7 @@ static void preempt_timer(struct scenario *s)
     vcpu_init_c_guest(&v, &cfg, guest_spin, SPIN_ITERATIONS);
     if (!s->inject)
         vcpu_set_controls(VMCS_PIN_BASED_CONTROLS, PIN_PREEMPTION_TIMER, 0);
-    if (can_save && !s->inject) /* saving needs the timer itself (SDM 26.2.1.2) */
+    if (can_save && !s->inject) /* saving needs the timer itself (SDM 27.2.1.2) */
         vcpu_set_controls(VMCS_EXIT_CONTROLS, EXIT_SAVE_PREEMPTION_TIMER, 0);
 
     /* (1) Zero: the exit comes before the first guest instruction. */

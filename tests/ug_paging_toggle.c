@@ -2,10 +2,10 @@
  * ug_paging_toggle: with unrestricted guest, L2 turns paging off and on again, many times; on
  * amd64 that means leaving long mode through compatibility mode and coming back.
  *
- * Intel SDM Vol. 3C 26.6 / 25.6.2 ("unrestricted guest": CR0.PE and CR0.PG may be 0 in VMX
- * non-root operation), Vol. 3A 10.8.5 "Initializing IA-32e Mode" (long mode is left by clearing
- * CR0.PG in compatibility mode, entered again by setting it with EFER.LME=1), and the rule that a
- * VM exit stores EFER.LMA into the "IA-32e mode guest" VM-entry control. Source: seed 003, LHV and
+ * Intel SDM Vol. 3C 25.6.2 ("unrestricted guest": CR0.PE and CR0.PG may be 0 in VMX non-root
+ * operation) and 28.2 (a VM exit stores EFER.LMA into the "IA-32e mode guest" VM-entry control);
+ * Vol. 3A 10.8.5 "Initializing IA-32e Mode" (long mode is left by clearing CR0.PG in
+ * compatibility mode, entered again by setting it with EFER.LME=1). Source: seed 003, LHV and
  * XMHF: "lhv 73a70bf6e..1a35764bb makes it possible to disable paging in 64-bit mode", and XMHF
  * failing at first because "the 64-bit flag in VMENTRY control fields may change".
  * Each round: (amd64: far return to a 32-bit code segment,) clear CR0.PG, VMCALL, set CR0.PG,

@@ -6,10 +6,10 @@
  * Christopherson, 2019): some guest-state checks are left to the hardware; when one fails during
  * a nested VM entry, KVM must rebuild L1's state, and with EPT off it took L1's CR3 from
  * vmcs01.GUEST_CR3, which held KVM's shadow value rather than L1's.
- * Intel SDM Vol. 3C: 26.2 (checks on controls: a bad CR3-target count gives VMfailValid with
- * VM-instruction error 7, SDM 31.4), 26.3.1.4 (RFLAGS bit 1 must be 1), 26.8 "VM-Entry Failures
- * During or After Loading Guest State" (exit reason 33 with bit 31 set, qualification 0, state
- * loaded from the host-state area as for a VM exit).
+ * Intel SDM Vol. 3C: 27.2 "Checks on VMX Controls and Host-State Area" (a bad CR3-target count
+ * gives VMfailValid with VM-instruction error 7, 31.4), 27.3.1.4 "Checks on Guest RIP, RFLAGS,
+ * and SSP" (RFLAGS bit 1 must be 1), 27.8 "VM-Entry Failures During or After Loading Guest State"
+ * (exit reason 33 with bit 31 set, qualification 0, host state loaded as for a VM exit).
  * The guest's CR3 is a copy of L1's top-level page table (a different page that maps the same),
  * so an L1 that got the guest's CR3 keeps running and the check can see it.
  * GOOD: error 7 with CR3 unchanged; exit reason 0x80000021 with qualification 0 and CR3 unchanged;
@@ -75,7 +75,7 @@ static void vmfail_keeps_l1(struct scenario *s)
     vmcs_write(VMCS_GUEST_CR3, (uintptr_t)root_copy | (l1_cr3 & 0xfff));
     if (!fail_on_controls(s, &v, l1_cr3) || !fail_on_guest_state(s, &v, l1_cr3))
         return;
-    /* Neither failure launched the VMCS (SDM 26.8: the launch state changes only on success). */
+    /* Neither failure launched the VMCS (SDM 27.8 and 31.3 VMLAUNCH: the launch state changes only on success). */
     v.launched = false;
     int rc = vcpu_run(&v);
     if (rc != VMX_OK)

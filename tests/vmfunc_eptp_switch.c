@@ -11,8 +11,11 @@
  * Steps, each checked: index 1 (EPT B, which maps a probe page elsewhere) switches without an
  * exit and the guest reads B's page; index 0 switches back; function 1 gives exit 59; index 512
  * gives exit 59; index 2 (EPTP with the reserved memory type 2) gives exit 59 and no switch;
- * EAX = 64 gives #UD, not exit 59; index 3 (a valid EPTP at the top of the physical address space)
- * switches, and the next instruction fetch gives exit 49 with that EPTP current.
+ * EAX = 64 gives #UD, not exit 59; index 3 (a valid EPTP at the top of the physical address space,
+ * where nothing is) switches, not exit 59, and the next fetch faults in EPT: what it reads there
+ * is the platform's business, so exit 49 (all ones: a misconfiguration) or 48 is an INFO; index 4
+ * (a valid EPTP whose PML4E is write-only, a misconfiguration by the SDM's own rule) switches and
+ * the next fetch gives exit 49.
  * Negative control (inject=vmfunc_eptp_switch): L1 leaves entry 1 of the EPTP list empty.
  * Needs: EPT, VMFUNC with EPTP switching (not on Bochs' sandy bridge model).
  */
@@ -48,7 +51,8 @@ static uintptr_t guest_switch_eptps(uintptr_t unused)
     vmfunc(0, 512); /* index past the list: exit 59 */
     vmfunc(0, 2);   /* invalid EPTP: exit 59, no switch */
     vmfunc(64, 0);  /* EAX >= 64: #UD */
-    vmfunc(0, 3);   /* valid EPTP, unbacked tables: the next fetch gives exit 49 */
+    vmfunc(0, 3);   /* valid EPTP, unbacked tables: the next fetch faults in EPT */
+    vmfunc(0, 4);   /* valid EPTP, misconfigured PML4E: the next fetch gives exit 49 */
     return unused;
 }
 
@@ -92,6 +96,10 @@ static void vmfunc_eptp_switch(struct scenario *s)
     list[1] = s->inject ? 0 : ept_b.eptp;
     list[2] = (ept_a.eptp & ~7ull) | 2u; /* memory type 2 is reserved: an invalid EPTP */
     list[3] = unbacked_eptp;
+    uint64_t *bad_pml4 = page_alloc();
+    bad_pml4[0] = (uintptr_t)page_alloc() | EPT_WRITE; /* write without read: misconfigured */
+    uint64_t misconfigured_eptp = (uintptr_t)bad_pml4 | (3u << 3) | 6u;
+    list[4] = misconfigured_eptp;
 
     struct vcpu v;
     struct guest_config cfg = { .mode = GUEST_MODE_NATIVE, .eptp = ept_a.eptp };
@@ -111,10 +119,22 @@ static void vmfunc_eptp_switch(struct scenario *s)
                                                                    v.exit.interruption_info & 0xff))
         return;
     vcpu_skip_instruction(&v);
-    if (!vcpu_run_expect(s, &v, EXIT_EPT_MISCONFIG) ||
-        !expect_eq(s, "EPTP after switching to unbacked tables", unbacked_eptp, vmcs_read(VMCS_EPT_POINTER)))
+    if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
+        return (void)scenario_error(s, "VM entry failed");
+    uint32_t reason = v.exit.reason & 0xffff;
+    if (reason != EXIT_EPT_MISCONFIG && reason != EXIT_EPT_VIOLATION)
+        return (void)scenario_bad(s, "expected the switch to EPTP 3 (unbacked tables) to succeed and the next access to "
+                                     "fault in EPT (48 or 49), observed %s (%u)",
+                                  exit_reason_name(reason), reason);
+    if (!expect_eq(s, "EPTP after switching to unbacked tables", unbacked_eptp, vmcs_read(VMCS_EPT_POINTER)))
         return;
+    scenario_info(s, "after the switch to tables at unbacked 0x%llx the next fetch gave %s (%u)",
+                  (unsigned long long)unbacked_page(), exit_reason_name(reason), reason);
     vmcs_write(VMCS_EPT_POINTER, ept_a.eptp); /* give the guest its memory back */
+    if (!vcpu_run_expect(s, &v, EXIT_EPT_MISCONFIG) ||
+        !expect_eq(s, "EPTP after switching to misconfigured tables", misconfigured_eptp, vmcs_read(VMCS_EPT_POINTER)))
+        return;
+    vmcs_write(VMCS_EPT_POINTER, ept_a.eptp);
     if (!vcpu_expect_call(s, &v, GUEST_CALL_DONE))
         return;
     scenario_good(s);

@@ -32,7 +32,7 @@ LHV_SCENARIO(vpid_invvpid, 0, "vmx,vpid,invvpid,load_efer", 3000, SUBARCH_ALL, v
 #define CALL_READ 0x101 /* GUEST_CALL_USER + 1: EBX = the value at the probe */
 #define MARKER_A 0x41414141u
 #define MARKER_B 0x42424242u
-#define NONCANONICAL 0x0080000000000000ull /* non-canonical with 48- and with 57-bit linear addresses */
+#define NONCANONICAL 0x8000000000000000ull /* bit 63 without bit 56 or 47: non-canonical at 48 and 57 bits */
 _Static_assert(CALL_READ == GUEST_CALL_USER + 1, "keep the assembly's constant in step");
 
 static const char *const g_type_names[4] = { "individual-address", "single-context", "all-context",

@@ -1,5 +1,5 @@
 /* Bringing up the application processors: APIC IDs from the ACPI MADT, then INIT-SIPI-SIPI
- * (SDM Vol. 3 8.4.4.1) one CPU at a time, each with its own stack. */
+ * (SDM Vol. 3A 9.4.4.1) one CPU at a time, each with its own stack. */
 #include "arch/arch.h"
 #include "console/console.h"
 #include "vmx/vmx.h"

@@ -78,7 +78,8 @@ static bool has_ept_1g(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_1G)
 static bool has_ept_ad(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_AD); }
 static bool has_load_efer(void)
 {
-    return has_vmx() && ALLOWED1(g_vmx.entry, ENTRY_LOAD_EFER) && ALLOWED1(g_vmx.exit, EXIT_LOAD_EFER | EXIT_SAVE_EFER);
+    uint32_t both = EXIT_LOAD_EFER | EXIT_SAVE_EFER;
+    return has_vmx() && ALLOWED1(g_vmx.entry, ENTRY_LOAD_EFER) && ALLOWED1(g_vmx.exit, both) == both;
 }
 
 static const struct feature g_features[] = {

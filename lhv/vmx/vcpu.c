@@ -16,8 +16,9 @@ struct vcpu *volatile g_running_vcpu;
 #define AR_TSS_BUSY 0x8b
 #define AR_UNUSABLE 0x10000
 
-/* SDM 31.5.1: a control is set when wanted or required (allowed-0 = 1) and cleared when it must
- * be 0 (allowed-1 = 0). A wanted control that cannot be set makes the setup an ERROR. */
+/* SDM Appendix A.3-A.5 and 31.5.1: a control is set when wanted or required (allowed-0 = 1) and
+ * cleared when it must be 0 (allowed-1 = 0). A wanted control that cannot be set makes the setup
+ * an ERROR. */
 static uint32_t adjust_controls(const char *name, uint64_t caps, uint32_t want)
 {
     uint32_t value = (want | (uint32_t)caps) & (uint32_t)(caps >> 32);
@@ -68,7 +69,8 @@ static void setup_host_state(void)
 
 static bool want_load_efer(const struct guest_config *cfg)
 {
-    bool available = ALLOWED1(g_vmx.entry, ENTRY_LOAD_EFER) && ALLOWED1(g_vmx.exit, EXIT_LOAD_EFER | EXIT_SAVE_EFER);
+    uint32_t both = EXIT_LOAD_EFER | EXIT_SAVE_EFER;
+    bool available = ALLOWED1(g_vmx.entry, ENTRY_LOAD_EFER) && ALLOWED1(g_vmx.exit, both) == both;
     if (cfg->mode == GUEST_MODE_PAE32 && sizeof(uintptr_t) == 8 && !available)
         scenario_abort(VERDICT_ERROR, "a 32-bit guest under a 64-bit L1 needs the EFER load controls");
     return available;
@@ -107,7 +109,7 @@ static void setup_controls(const struct guest_config *cfg)
 }
 
 /* CR0/CR4 bits that VMX fixes are owned by L1 (mask) and hidden by the read shadows; with
- * unrestricted guest CR0.PE and CR0.PG belong to the guest (SDM 26.3.1.1). */
+ * unrestricted guest CR0.PE and CR0.PG belong to the guest (SDM 27.3.1.1). */
 static void setup_cr_ownership(uint64_t cr0, uint64_t cr4, bool unrestricted)
 {
     uint64_t cr0_fixed = (g_vmx.cr0_fixed0 | ~g_vmx.cr0_fixed1) & 0xffffffffu;

@@ -80,8 +80,8 @@ int vmx_invvpid(uint64_t type, uint64_t desc_low, uint64_t linear)
 static int vmread_natural(uintptr_t field, uintptr_t *value)
 {
     uint8_t cf, zf;
-    uintptr_t v = 0;
-    __asm__ volatile("vmread %3, %0; setc %1; setz %2" : "=rm"(v), "=qm"(cf), "=qm"(zf) : "r"(field) : "cc");
+    uintptr_t v = 0; /* a failing VMREAD leaves its destination alone: "+rm" keeps this 0 */
+    __asm__ volatile("vmread %3, %0; setc %1; setz %2" : "+rm"(v), "=qm"(cf), "=qm"(zf) : "r"(field) : "cc");
     *value = v;
     return cf ? VMX_FAIL_INVALID : zf ? VMX_FAIL_VALID : VMX_OK;
 }

@@ -45,7 +45,7 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_VMFUNC 59
 const char *exit_reason_name(uint32_t reason);
 
-/* Control bits, named where LHV uses them (SDM 24.6, 24.7, 24.8). */
+/* Control bits, named where LHV uses them (SDM 25.6, 25.7, 25.8). */
 #define PIN_EXTERNAL_INTERRUPT_EXITING (1u << 0)
 #define PIN_NMI_EXITING (1u << 3)
 #define PIN_PREEMPTION_TIMER (1u << 6)
@@ -189,7 +189,7 @@ extern struct vcpu *volatile g_running_vcpu;
 /* Remember a VMCS made by hand so the runner VMCLEARs it after the scenario. */
 void vcpu_track_vmcs(uint64_t phys);
 
-/* EPT (SDM 28.3): identity map of the low 4 GiB, write-back, built from the page pool. */
+/* EPT (SDM 29.3): identity map of the low 4 GiB, write-back, built from the page pool. */
 struct ept {
     uint64_t *pml4;
     uint64_t eptp;
