@@ -52,9 +52,10 @@ KNOWN_BUGS = (
         version="2.7*",
         verdict="BAD",
         reference="Bochs 2.7 advertises the monitor trap flag (IA32_VMX_PROCBASED_CTLS "
-                  "allowed-1 bit 27) on these models but never delivers an MTF VM exit; "
-                  "MTF VM exits arrived in Bochs 2.8 (bochs CHANGES for 2.8, "
-                  "https://github.com/bochs-emu/Bochs/blob/master/bochs/CHANGES)",
+                  "allowed-1 bit 27) on these models but never delivers an MTF VM exit: seen "
+                  "by LHV's mtf scenario on Debian's bochs 2.7+dfsg (and in shared/DESIGN.md's "
+                  "measurements, which place the fix in Bochs 2.8; not checked against "
+                  "Bochs' own change log)",
         summary="Bochs 2.7: MTF offered but no MTF VM exit",
     ),
 )
