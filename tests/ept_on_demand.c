@@ -93,15 +93,12 @@ static bool run_round(struct scenario *s, struct vcpu *v, int round, int *violat
     struct ept ept;
     ept_init_empty(&ept);
     vmcs_write(VMCS_EPT_POINTER, ept.eptp);
-    vmcs_write(VMCS_GUEST_RIP, (uintptr_t)guest_trampoline);
-    vmcs_write(VMCS_GUEST_RSP, guest_stack_top());
-    v->regs.rsi = (uintptr_t)guest_touch_pages;
-    v->regs.rdi = (uintptr_t)round;
+    vcpu_restart_c_guest(v, guest_touch_pages, (uintptr_t)round);
     static struct round_pages pages;
     pages.count = 0;
     for (;;) {
-        if (vcpu_run(v) != VMX_OK || (v->exit.reason & (1u << 31)))
-            return scenario_error(s, "VM entry failed in round %d", round);
+        if (!vcpu_run_entered(s, v))
+            return false;
         if ((v->exit.reason & 0xffff) != EXIT_EPT_VIOLATION)
             break;
         if (!handle_violation(s, &ept, &pages, round))

@@ -52,9 +52,11 @@ static bool check_level(struct scenario *s, struct vcpu *v, struct ept *ept, int
     if (!s->inject || level == 1)
         *entry &= ~EPT_WRITE;
     ept_invalidate(ept); /* rights went down: INVEPT */
-    bool violated = vcpu_run(v) == VMX_OK && (v->exit.reason & 0xffff) == EXIT_EPT_VIOLATION;
+    bool entered = vcpu_run_entered(s, v);
     *entry |= EPT_WRITE;
-    if (!violated)
+    if (!entered)
+        return false;
+    if ((v->exit.reason & 0xffff) != EXIT_EPT_VIOLATION)
         return scenario_bad(s, "expected an EPT violation for a write with W clear in the %s, observed %s (%u)",
                             g_level_names[level], exit_reason_name(v->exit.reason), v->exit.reason & 0xffff);
     if (!expect_eq(s, "guest-physical address", probe, v->exit.guest_physical))

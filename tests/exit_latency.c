@@ -69,20 +69,14 @@ static uintptr_t guest_bench(uintptr_t kind)
     return 0;
 }
 
-/* One timed round trip: from just before VM entry to just after the exit. */
-static uint64_t timed_run(struct vcpu *v)
+/* One timed round trip, from just before VM entry to just after the exit; a failed entry is the
+ * scenario's ERROR (its exit fields would be the previous exit's). */
+static bool timed_run(struct scenario *s, struct vcpu *v, uint64_t *total)
 {
     uint64_t start = rdtsc();
-    vcpu_run(v);
-    return rdtsc() - start;
-}
-
-static void restart(struct vcpu *v, enum bench kind)
-{
-    vmcs_write(VMCS_GUEST_RIP, (uintptr_t)guest_trampoline);
-    vmcs_write(VMCS_GUEST_RSP, guest_stack_top());
-    v->regs.rsi = (uintptr_t)guest_bench;
-    v->regs.rdi = kind;
+    int rc = vcpu_run(v);
+    *total += rdtsc() - start;
+    return vcpu_entered(s, v, rc);
 }
 
 /* ITERATIONS exits of one reason, each skipped (or, for EPTP switches, acted on), then DONE. */
@@ -91,8 +85,7 @@ static bool bench_exits(struct scenario *s, struct vcpu *v, enum bench kind, uin
 {
     uint64_t total = 0;
     for (int i = 0; i < ITERATIONS; i++) {
-        total += timed_run(v);
-        if (!vcpu_check_exit(s, v, reason))
+        if (!timed_run(s, v, &total) || !vcpu_check_exit(s, v, reason))
             return false;
         if (kind == BENCH_EPTP_VMCALL)
             vmcs_write(VMCS_EPT_POINTER, eptps[v->regs.rbx & 1]);
@@ -128,7 +121,7 @@ static void exit_latency(struct scenario *s)
     vcpu_init_c_guest(&v, &cfg, guest_bench, BENCH_VMCALL);
     if (!bench_exits(s, &v, BENCH_VMCALL, EXIT_VMCALL, eptps, &mean[BENCH_VMCALL]))
         return;
-    restart(&v, BENCH_CPUID);
+    vcpu_restart_c_guest(&v, guest_bench, BENCH_CPUID);
     if (!bench_exits(s, &v, BENCH_CPUID, EXIT_CPUID, eptps, &mean[BENCH_CPUID]))
         return;
     if (have_ept) {
@@ -137,7 +130,7 @@ static void exit_latency(struct scenario *s)
         v.regs.rbp = (uintptr_t)g_unmapped_page;
         if (!bench_exits(s, &v, BENCH_EPT, EXIT_EPT_VIOLATION, eptps, &mean[BENCH_EPT]))
             return;
-        restart(&v, BENCH_EPTP_VMCALL);
+        vcpu_restart_c_guest(&v, guest_bench, BENCH_EPTP_VMCALL);
         if (!bench_exits(s, &v, BENCH_EPTP_VMCALL, EXIT_VMCALL, eptps, &mean[BENCH_EPTP_VMCALL]))
             return;
     }
@@ -148,7 +141,7 @@ static void exit_latency(struct scenario *s)
         vcpu_set_controls(VMCS_PROC_BASED_CONTROLS2, PROC2_VMFUNC, 0);
         vmcs_write(VMCS_VMFUNC_CONTROLS, 1);
         vmcs_write(VMCS_EPTP_LIST_ADDR, (uintptr_t)list);
-        restart(&v, BENCH_EPTP_VMFUNC);
+        vcpu_restart_c_guest(&v, guest_bench, BENCH_EPTP_VMFUNC);
         if (!vcpu_expect_call(s, &v, CALL_VMFUNC_CYCLES))
             return;
         mean[BENCH_EPTP_VMFUNC] = v.regs.rbx / ITERATIONS;

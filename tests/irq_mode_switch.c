@@ -118,8 +118,8 @@ static void irq_mode_switch(struct scenario *s)
         vmcs_write(VMCS_PREEMPTION_TIMER_VALUE, 20 + ((seed >> 16) & 255));
         if (s->inject && !(vmcs_read(VMCS_GUEST_RFLAGS) & RFLAGS_IF))
             vmcs_write(VMCS_GUEST_RFLAGS, vmcs_read(VMCS_GUEST_RFLAGS) | RFLAGS_IF); /* the stale RFLAGS */
-        if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
-            return (void)scenario_error(s, "VM entry failed: error %u, exit reason 0x%x", v.entry_error, v.exit.reason);
+        if (!vcpu_run_entered(s, &v))
+            return;
         uint32_t reason = v.exit.reason & 0xffff;
         if (reason == EXIT_PREEMPTION_TIMER || reason == EXIT_INTERRUPT_WINDOW) {
             offer_tick(&v, &injected);

@@ -126,8 +126,8 @@ static void msr_bitmap(struct scenario *s)
     for (int i = 0; i < PROBES; i++) {
         if (!g_probes[i].intercepted)
             continue;
-        if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
-            return (void)scenario_error(s, "VM entry failed");
+        if (!vcpu_run_entered(s, &v))
+            return;
         if (!expect_exit_for(s, &v.exit, (uint32_t)v.regs.rcx, &g_probes[i]))
             return;
         if (!g_probes[i].write) { /* emulate the read: EDX:EAX = marker */

@@ -81,9 +81,8 @@ static void pae_cr3_unmapped(struct scenario *s)
         ept_set_4k(&ept, cr3_page, 0, 0);
         ept_invalidate(&ept); /* removing a mapping needs INVEPT (SDM 29.4.3.1) */
     }
-    if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
-        return (void)scenario_error(s, "VM entry failed: VM-instruction error %u, exit reason 0x%x", v.entry_error,
-                                    v.exit.reason);
+    if (!vcpu_run_entered(s, &v))
+        return;
     if (!expect_violation_at_cr3(s, &v, cr3_page))
         return;
     scenario_info(s, "EPT violation at 0x%llx, qualification 0x%llx", (unsigned long long)v.exit.guest_physical,

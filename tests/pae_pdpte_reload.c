@@ -113,9 +113,8 @@ static void pae_pdpte_reload(struct scenario *s)
     for (;;) {
         seed = seed * 1103515245u + 12345u; /* timer values 16..527: exits land all over the loop */
         vmcs_write(VMCS_PREEMPTION_TIMER_VALUE, 16 + ((seed >> 16) & 511));
-        if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
-            return (void)scenario_error(s, "VM entry failed: VM-instruction error %u, exit reason 0x%x",
-                                        v.entry_error, v.exit.reason);
+        if (!vcpu_run_entered(s, &v))
+            return;
         if ((v.exit.reason & 0xffff) != EXIT_PREEMPTION_TIMER)
             break;
         if (!check_pdpte_fields(s, cr3_a, cr3_b, ++timer_exits))

@@ -40,19 +40,15 @@ static uintptr_t guest_spin(uintptr_t iterations)
 
 static void restart_guest(struct vcpu *v, uintptr_t iterations, uint32_t timer)
 {
-    vmcs_write(VMCS_GUEST_RIP, (uintptr_t)guest_trampoline);
-    vmcs_write(VMCS_GUEST_RSP, guest_stack_top());
-    v->regs.rsi = (uintptr_t)guest_spin;
-    v->regs.rdi = iterations;
+    vcpu_restart_c_guest(v, guest_spin, iterations);
     vmcs_write(VMCS_PREEMPTION_TIMER_VALUE, timer);
 }
 
 /* Runs L2 once; the exit must be the timer's. */
 static bool run_to_timer_exit(struct scenario *s, struct vcpu *v)
 {
-    int rc = vcpu_run(v);
-    if (rc != VMX_OK)
-        return scenario_error(s, "VM entry failed: status %d, VM-instruction error %u", rc, v->entry_error);
+    if (!vcpu_run_entered(s, v))
+        return false;
     if ((v->exit.reason & 0xffff) == EXIT_VMCALL && v->regs.rax == CALL_SPIN_ENDED)
         return scenario_bad(s, "expected a preemption-timer exit (52), observed none: the guest spun %lu "
                                "iterations to its end",

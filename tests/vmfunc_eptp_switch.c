@@ -119,8 +119,8 @@ static void vmfunc_eptp_switch(struct scenario *s)
                                                                    v.exit.interruption_info & 0xff))
         return;
     vcpu_skip_instruction(&v);
-    if (vcpu_run(&v) != VMX_OK || (v.exit.reason & (1u << 31)))
-        return (void)scenario_error(s, "VM entry failed");
+    if (!vcpu_run_entered(s, &v))
+        return;
     uint32_t reason = v.exit.reason & 0xffff;
     if (reason != EXIT_EPT_MISCONFIG && reason != EXIT_EPT_VIOLATION)
         return (void)scenario_bad(s, "expected the switch to EPTP 3 (unbacked tables) to succeed and the next access to "

@@ -45,9 +45,7 @@ static bool expect_length(struct scenario *s, struct vcpu *v, uint32_t len)
 /* From the guest's first instruction to its final VMCALL. */
 static bool run_guest_to_done(struct scenario *s, struct vcpu *v)
 {
-    vmcs_write(VMCS_GUEST_RIP, (uintptr_t)guest_trampoline);
-    vmcs_write(VMCS_GUEST_RSP, guest_stack_top());
-    v->regs.rsi = (uintptr_t)guest_cpuid_then_vmcall;
+    vcpu_restart_c_guest(v, guest_cpuid_then_vmcall, 0);
     if (!vcpu_run_expect(s, v, EXIT_CPUID) || !expect_length(s, v, 2))
         return false;
     if (!s->inject)

@@ -121,7 +121,7 @@ static void setup_cr_ownership(uint64_t cr0, uint64_t cr4, bool unrestricted)
     vmcs_write(VMCS_CR4_READ_SHADOW, cr4 & ~(uint64_t)CR4_VMXE);
 }
 
-static void setup_guest_state(struct vcpu *v, const struct guest_config *cfg)
+static void setup_guest_state(const struct guest_config *cfg)
 {
     struct desc_ptr gdtr = read_gdtr(), idtr = read_idtr();
     bool native = cfg->mode == GUEST_MODE_NATIVE;
@@ -165,7 +165,6 @@ static void setup_guest_state(struct vcpu *v, const struct guest_config *cfg)
     vmcs_write(VMCS_GUEST_RFLAGS, 0x2 | (guest_if ? RFLAGS_IF : 0));
     vmcs_write(VMCS_GUEST_RSP, cfg->stack_top);
     vmcs_write(VMCS_GUEST_RIP, cfg->entry);
-    (void)v;
 }
 
 /* The VMCS is v->vmcs already (cleared, with its revision ID): used on APs, which must not take
@@ -181,7 +180,7 @@ void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg)
         vmcs_write(VMCS_MSR_BITMAP, (uintptr_t)v->msr_bitmap);
     }
     setup_host_state();
-    setup_guest_state(v, cfg);
+    setup_guest_state(cfg);
     v->regs.rdi = cfg->arg;
 }
 
@@ -208,6 +207,14 @@ void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, guest_main_fn f
     c_guest_config(cfg, arg);
     vcpu_init(v, cfg);
     v->regs.rsi = (uintptr_t)fn;
+}
+
+void vcpu_restart_c_guest(struct vcpu *v, guest_main_fn fn, uintptr_t arg)
+{
+    vmcs_write(VMCS_GUEST_RIP, (uintptr_t)guest_trampoline);
+    vmcs_write(VMCS_GUEST_RSP, guest_stack_top());
+    v->regs.rsi = (uintptr_t)fn;
+    v->regs.rdi = arg;
 }
 
 void vcpu_init_c_guest_prepared(struct vcpu *v, struct guest_config *cfg, guest_main_fn fn, uintptr_t arg)
@@ -293,23 +300,37 @@ void vmx_after_scenario(void)
     g_scenario_vmcs_count = 0;
 }
 
+/* A VM-entry failure while loading guest state comes back as an exit with bit 31 set. */
+static bool entry_succeeded(struct scenario *s, const struct vmx_exit *e)
+{
+    if (!(e->reason & (1u << 31)))
+        return true;
+    return scenario_error(s, "VM entry failed: exit reason %u (%s), qualification 0x%llx", e->reason & 0xffff,
+                          exit_reason_name(e->reason), (unsigned long long)e->qualification);
+}
+
 /* Run L2 and check the exit reason. A failed VM entry means the scenario's own setup is wrong
  * (ERROR); a different exit is what the scenario checks (BAD, with what was seen). */
-bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
+bool vcpu_entered(struct scenario *s, struct vcpu *v, int rc)
 {
-    int rc = vcpu_run(v);
     if (rc != VMX_OK)
         return scenario_error(s, "VM entry failed: %s, VM-instruction error %u",
                               rc == VMX_FAIL_INVALID ? "VMfailInvalid" : "VMfailValid", v->entry_error);
-    return vcpu_check_exit(s, v, expected_reason);
+    return entry_succeeded(s, &v->exit);
+}
+
+bool vcpu_run_entered(struct scenario *s, struct vcpu *v) { return vcpu_entered(s, v, vcpu_run(v)); }
+
+bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
+{
+    return vcpu_run_entered(s, v) && vcpu_check_exit(s, v, expected_reason);
 }
 
 bool vcpu_check_exit(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
 {
     struct vmx_exit *e = &v->exit;
-    if (e->reason & (1u << 31))
-        return scenario_error(s, "VM entry failed: exit reason %u (%s), qualification 0x%llx", e->reason & 0xffff,
-                              exit_reason_name(e->reason), (unsigned long long)e->qualification);
+    if (!entry_succeeded(s, e))
+        return false;
     if ((e->reason & 0xffff) == expected_reason)
         return true;
     return scenario_bad(s, "expected %s exit (%u), observed %s exit (%u) at guest rip 0x%llx, interruption info 0x%x",

@@ -172,6 +172,10 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg);
 int vcpu_run(struct vcpu *v);
 void vcpu_skip_instruction(struct vcpu *v);
 struct scenario;
+/* vcpu_run(); a failed VM entry (VMfail, or exit reason bit 31) is the scenario's ERROR. */
+bool vcpu_run_entered(struct scenario *s, struct vcpu *v);
+/* The same judgement of a vcpu_run() the caller made itself (rc is what it returned). */
+bool vcpu_entered(struct scenario *s, struct vcpu *v, int rc);
 /* vcpu_run() and check the exit reason: entry failure is ERROR, another exit is BAD. */
 bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason);
 /* The same check on the exit that vcpu_run() already returned. */
@@ -184,6 +188,8 @@ void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn f
 /* The same with v->vmcs/vmcs_phys already set (a page the caller owns, for APs). */
 void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg);
 void vcpu_init_c_guest_prepared(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
+/* Start the same VMCS's C guest over: fn(arg) from the trampoline, on a fresh guest stack. */
+void vcpu_restart_c_guest(struct vcpu *v, vcpu_guest_fn fn, uintptr_t arg);
 void vcpu_set_controls(uint32_t field, uint32_t set_bits, uint32_t clear_bits);
 extern struct vcpu *volatile g_running_vcpu;
 /* Remember a VMCS made by hand so the runner VMCLEARs it after the scenario. */
