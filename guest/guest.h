@@ -46,6 +46,17 @@ uint64_t guest_pae_build_remapped(uintptr_t linear_page, uintptr_t phys_page);
 /* Change where linear_page points in that second set (no TLB invalidation: the caller's job). */
 void guest_pae_remap(uintptr_t linear_page, uintptr_t phys_page);
 
+/* Marker pages: the first word of page i is MARKER(i), 'AAAA', 'BBBB', 'CCCC', so a guest that
+ * reads through a mapping L1 changes tells L1 which page the mapping reached (guest/markers.c).
+ * marker_pages_init() (re)writes the markers; L1 calls it, L2 only reads. */
+#define MARKER_PAGES 3
+#define MARKER(i) (0x41414141u + 0x01010101u * (uint32_t)(i))
+#define MARKER_A MARKER(0)
+#define MARKER_B MARKER(1)
+#define MARKER_C MARKER(2)
+void marker_pages_init(void);
+uintptr_t marker_page(int i);
+
 /* L2's own IDT for the native guest mode (guest/idt.c): returns its base, sets *limit. Every
  * vector's handler reports with GUEST_CALL_EVENT and never returns. Scenarios that want an event
  * delivered through it clear that vector's bit in the exception bitmap. */

@@ -24,10 +24,7 @@ LHV_SCENARIO(ept_large_pages, LHV_OPT_USE_EPT, "vmx,ept,ept_2m", 3000, SUBARCH_A
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = value read at the address in ECX */
 #define WINDOW_2M 0x8000000ull          /* 128 MiB: above the 4 KiB-mapped low 64 MiB */
 #define WINDOW_1G 0x80000000ull         /* 2 GiB */
-#define MARKER 0x4c415247u              /* "GRAL" */
 #define EPT_LARGE_BIT (1ull << 7)
-
-static uint32_t g_marker_page[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 struct reads {
     int count;
@@ -47,16 +44,16 @@ static bool expect_marker(struct scenario *s, struct vcpu *v, const char *throug
 {
     if (!vcpu_expect_call(s, v, CALL_READ))
         return false;
-    if ((uint32_t)v->regs.rbx == MARKER)
+    if ((uint32_t)v->regs.rbx == MARKER_A)
         return true;
-    return scenario_bad(s, "expected the marker 0x%x through the %s window (0x%llx), observed 0x%x", MARKER, through,
+    return scenario_bad(s, "expected the marker 0x%x through the %s window (0x%llx), observed 0x%x", MARKER_A, through,
                         (unsigned long long)v->regs.rcx, (uint32_t)v->regs.rbx);
 }
 
 static void ept_large_pages(struct scenario *s)
 {
-    g_marker_page[0] = MARKER;
-    uintptr_t marker = (uintptr_t)g_marker_page, region = marker & ~(uintptr_t)((2u << 20) - 1);
+    marker_pages_init();
+    uintptr_t marker = marker_page(0), region = marker & ~(uintptr_t)((2u << 20) - 1);
     uintptr_t through_2m = (uintptr_t)(WINDOW_2M + (marker - region));
     uintptr_t through_1g = (uintptr_t)(WINDOW_1G + marker);
     bool have_1g = (g_vmx.ept_vpid & EPT_CAP_1G) != 0;

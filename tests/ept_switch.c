@@ -26,8 +26,6 @@ LHV_SCENARIO(ept_switch, LHV_OPT_USE_EPT | LHV_OPT_USE_SWITCH_EPT, "vmx,ept,inve
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = the probe's value */
 #define VMXERR_INVALID_OPERAND 28
 
-static uint32_t g_pages[3][PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
-static const uint32_t g_markers[3] = { 0x41414141u, 0x42424242u, 0x43434343u };
 
 static uintptr_t guest_read_forever(uintptr_t probe)
 {
@@ -40,7 +38,7 @@ static bool expect_guest_reads(struct scenario *s, struct vcpu *v, const char *a
 {
     if (!vcpu_expect_call(s, v, CALL_READ))
         return false;
-    if ((uint32_t)v->regs.rbx == g_markers[page])
+    if ((uint32_t)v->regs.rbx == MARKER(page))
         return true;
     return scenario_bad(s, "expected the guest to read page %c after %s, observed 0x%x", 'A' + page, after,
                         (uint32_t)v->regs.rbx);
@@ -88,13 +86,12 @@ static void switch_root(struct scenario *s, const struct ept *to, uint64_t type)
 
 static void ept_switch(struct scenario *s)
 {
-    for (int i = 0; i < 3; i++)
-        g_pages[i][0] = g_markers[i];
-    uintptr_t probe = (uintptr_t)g_pages[0];
+    marker_pages_init();
+    uintptr_t probe = marker_page(0);
     struct ept root_a, root_b;
     ept_build_identity(&root_a, false);
     ept_build_identity(&root_b, false);
-    ept_set_4k(&root_b, probe, (uintptr_t)g_pages[1], EPT_RWX);
+    ept_set_4k(&root_b, probe, marker_page(1), EPT_RWX);
     struct vcpu v;
     struct guest_config cfg = { .mode = GUEST_MODE_NATIVE, .eptp = root_a.eptp };
     vcpu_init_c_guest(&v, &cfg, guest_read_forever, probe);
@@ -103,7 +100,7 @@ static void ept_switch(struct scenario *s)
     switch_root(s, &root_b, narrowest_type());
     if (!expect_guest_reads(s, &v, "the switch to root B", 1))
         return;
-    ept_set_4k(&root_b, probe, (uintptr_t)g_pages[2], EPT_RWX);
+    ept_set_4k(&root_b, probe, marker_page(2), EPT_RWX);
     invept_ok(s, narrowest_type(), root_b.eptp);
     if (!expect_guest_reads(s, &v, "remapping the probe inside root B", 2))
         return;

@@ -26,10 +26,7 @@ LHV_SCENARIO(invept_per_cpu, LHV_OPT_USE_EPT, "vmx,ept,invept,cpus>=2", 5000, SU
 
 #define CALL_POLL (GUEST_CALL_USER + 1)
 #define READS_PER_POLL 200
-#define MARKER_A 0x41414141u
-#define MARKER_B 0x42424242u
 
-static uint32_t g_pages[2][PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 static uint8_t g_ap_vmcs[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
 
 /* Shared by the BSP, the AP's L1 and the AP's guest. */
@@ -93,20 +90,19 @@ static bool wait_for(volatile uint32_t *value, uint32_t want, uint64_t ms)
 
 static void invept_per_cpu(struct scenario *s)
 {
-    g_pages[0][0] = MARKER_A;
-    g_pages[1][0] = MARKER_B;
+    marker_pages_init();
     struct ept ept;
     ept_build_identity(&ept, false);
     memset(&g_job, 0, sizeof(g_job));
     g_job.eptp = ept.eptp;
-    g_job.probe = (uintptr_t)g_pages[0];
+    g_job.probe = marker_page(0);
     if (!smp_start_work(1, ap_run_guest, &g_job))
         return (void)scenario_error(s, "cpu1 is not available for work");
     if (!wait_for(&g_job.seen, MARKER_A, 2000))
         return (void)scenario_error(s, "the guest on cpu1 did not start reading (failure %d, exit 0x%x)", g_job.failed,
                                     g_job.exit_reason);
     if (!s->inject)
-        ept_set_4k(&ept, g_job.probe, (uintptr_t)g_pages[1], EPT_RWX);
+        ept_set_4k(&ept, g_job.probe, marker_page(1), EPT_RWX);
     ept_invalidate(&ept); /* on cpu0 only */
     delay_us(20000);
     uint32_t before = g_job.seen;

@@ -23,7 +23,7 @@
 
 LHV_SCENARIO(msr_bitmap, LHV_OPT_USE_MSRBITMAP, "vmx,msr_bitmap", 3000, SUBARCH_ALL, msr_bitmap);
 
-#define MARKER 0x4c48564dull /* "LHVM": what L1 returns for an intercepted RDMSR */
+#define RDMSR_VALUE 0x4c48564dull /* "LHVM": what L1 returns for an intercepted RDMSR */
 #define MSR_OUTSIDE_RANGES 0x40000000u /* in neither bitmap range: always exits */
 #define MAX_EXITS 16
 
@@ -131,7 +131,7 @@ static void msr_bitmap(struct scenario *s)
         if (!expect_exit_for(s, &v.exit, (uint32_t)v.regs.rcx, &g_probes[i]))
             return;
         if (!g_probes[i].write) { /* emulate the read: EDX:EAX = marker */
-            v.regs.rax = (uint32_t)MARKER;
+            v.regs.rax = (uint32_t)RDMSR_VALUE;
             v.regs.rdx = 0;
         }
         vcpu_skip_instruction(&v);
@@ -140,7 +140,7 @@ static void msr_bitmap(struct scenario *s)
         return;
     for (int i = 0; i < PROBES; i++)
         if (g_probes[i].intercepted && !g_probes[i].write &&
-            !expect_eq(s, "value of an intercepted RDMSR in the guest", MARKER, g_job.read_value[i]))
+            !expect_eq(s, "value of an intercepted RDMSR in the guest", RDMSR_VALUE, g_job.read_value[i]))
             return;
     scenario_good(s);
 }

@@ -31,12 +31,9 @@ LHV_SCENARIO(pae_pdpte_reload, LHV_OPT_USE_EPT, "vmx,ept,preempt_timer,load_efer
 
 #define CALL_WRONG_READ 0x102 /* GUEST_CALL_USER + 2: EBX = value, EDX = 0 under A, 1 under B */
 #define SWITCHES 3000
-#define MARKER_A 0x41414141u
-#define MARKER_B 0x42424242u
 _Static_assert(CALL_WRONG_READ == GUEST_CALL_USER + 2, "keep the assembly's constant in step");
+_Static_assert(MARKER_A == 0x41414141u && MARKER_B == 0x42424242u, "the assembly compares with these");
 
-static uint32_t g_page_a[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
-static uint32_t g_page_b[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 /* ESI = CR3 of set A, EDI = CR3 of set B, EBP = probe address, ECX = switches left. */
 extern const uint8_t pdpte_guest[];
@@ -93,8 +90,7 @@ static void pae_pdpte_reload(struct scenario *s)
     if ((uint32_t)g_vmx.proc & PROC_CR3_LOAD_EXITING) /* allowed-0 half: the CPU forces it on */
         return (void)scenario_skip(s, "CR3-load exiting cannot be cleared (IA32_VMX_PROCBASED_CTLS=0x%llx)",
                                    (unsigned long long)g_vmx.proc);
-    g_page_a[0] = MARKER_A;
-    g_page_b[0] = MARKER_B;
+    marker_pages_init();
     struct ept ept;
     ept_build_identity(&ept, (lhv_opt() & LHV_OPT_USE_LARGE_PAGE) != 0);
     struct vcpu v;
@@ -102,10 +98,10 @@ static void pae_pdpte_reload(struct scenario *s)
                                 .stack_top = guest_stack_top(), .eptp = ept.eptp };
     vcpu_init(&v, &cfg);
     uint64_t cr3_a = vmcs_read(VMCS_GUEST_CR3) & ~0x1full;
-    uint64_t cr3_b = guest_pae_build_remapped((uintptr_t)g_page_a, (uintptr_t)g_page_b);
+    uint64_t cr3_b = guest_pae_build_remapped(marker_page(0), marker_page(1));
     v.regs.rsi = cr3_a;
     v.regs.rdi = cr3_b;
-    v.regs.rbp = (uintptr_t)g_page_a;
+    v.regs.rbp = marker_page(0);
     v.regs.rcx = SWITCHES;
     vcpu_set_controls(VMCS_PIN_BASED_CONTROLS, PIN_PREEMPTION_TIMER, 0);
     uint32_t seed = 12345;

@@ -28,13 +28,9 @@
 LHV_SCENARIO(vmfunc_eptp_switch, LHV_OPT_USE_EPT, "vmx,ept,eptp_switch", 3000, SUBARCH_ALL, vmfunc_eptp_switch);
 
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = the probe's value */
-#define MARKER_A 0x41414141u
-#define MARKER_B 0x42424242u
 #define VMFUNC_EPTP_SWITCHING 1ull
 #define VMFUNC_LENGTH 3
 
-static uint32_t g_page_a[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
-static uint32_t g_page_b[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 static inline void vmfunc(uint32_t function, uint32_t index)
 {
@@ -44,9 +40,9 @@ static inline void vmfunc(uint32_t function, uint32_t index)
 static uintptr_t guest_switch_eptps(uintptr_t unused)
 {
     vmfunc(0, 1);
-    guest_vmcall(CALL_READ, g_page_a[0], 0);
+    guest_vmcall(CALL_READ, *(volatile uint32_t *)marker_page(0), 0);
     vmfunc(0, 0);
-    guest_vmcall(CALL_READ, g_page_a[0], 0);
+    guest_vmcall(CALL_READ, *(volatile uint32_t *)marker_page(0), 0);
     vmfunc(1, 0);   /* function not enabled: exit 59 */
     vmfunc(0, 512); /* index past the list: exit 59 */
     vmfunc(0, 2);   /* invalid EPTP: exit 59, no switch */
@@ -84,12 +80,11 @@ static uint64_t unbacked_page(void)
 
 static void vmfunc_eptp_switch(struct scenario *s)
 {
-    g_page_a[0] = MARKER_A;
-    g_page_b[0] = MARKER_B;
+    marker_pages_init();
     struct ept ept_a, ept_b;
     ept_build_identity(&ept_a, false);
     ept_build_identity(&ept_b, false);
-    ept_set_4k(&ept_b, (uintptr_t)g_page_a, (uintptr_t)g_page_b, EPT_RWX);
+    ept_set_4k(&ept_b, marker_page(0), marker_page(1), EPT_RWX);
     uint64_t *list = page_alloc();
     uint64_t unbacked_eptp = unbacked_page() | (3u << 3) | 6u;
     list[0] = ept_a.eptp;

@@ -30,16 +30,12 @@ LHV_SCENARIO(vpid_invvpid, 0, "vmx,vpid,invvpid,load_efer", 3000, SUBARCH_ALL, v
 #define GUEST_VPID 7
 #define VMXERR_INVALID_OPERAND 28
 #define CALL_READ 0x101 /* GUEST_CALL_USER + 1: EBX = the value at the probe */
-#define MARKER_A 0x41414141u
-#define MARKER_B 0x42424242u
 #define NONCANONICAL 0x8000000000000000ull /* bit 63 without bit 56 or 47: non-canonical at 48 and 57 bits */
 _Static_assert(CALL_READ == GUEST_CALL_USER + 1, "keep the assembly's constant in step");
 
 static const char *const g_type_names[4] = { "individual-address", "single-context", "all-context",
                                               "single-context-retaining-globals" };
 
-static uint32_t g_page_a[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
-static uint32_t g_page_b[PAGE_SIZE / 4] __attribute__((aligned(PAGE_SIZE)));
 
 /* EBP = probe address: read it, tell L1, again and again. */
 extern const uint8_t vpid_guest[];
@@ -99,9 +95,9 @@ static bool guest_reads(struct scenario *s, struct vcpu *v, uint32_t *value)
 static bool flip_and_read(struct scenario *s, struct vcpu *v, int type, uint32_t *now_marker)
 {
     bool to_a = *now_marker == MARKER_B;
-    guest_pae_remap((uintptr_t)g_page_a, to_a ? (uintptr_t)g_page_a : (uintptr_t)g_page_b);
+    guest_pae_remap(marker_page(0), to_a ? marker_page(0) : marker_page(1));
     uint32_t expected = to_a ? MARKER_A : MARKER_B, seen;
-    if (type >= 0 && vmx_invvpid((uint64_t)type, GUEST_VPID, (uintptr_t)g_page_a) != VMX_OK)
+    if (type >= 0 && vmx_invvpid((uint64_t)type, GUEST_VPID, marker_page(0)) != VMX_OK)
         return scenario_bad(s, "expected INVVPID type %d to succeed, it failed", type);
     if (!guest_reads(s, v, &seen))
         return false;
@@ -118,16 +114,15 @@ static bool flip_and_read(struct scenario *s, struct vcpu *v, int type, uint32_t
 
 static void vpid_invvpid(struct scenario *s)
 {
-    g_page_a[0] = MARKER_A;
-    g_page_b[0] = MARKER_B;
+    marker_pages_init();
     struct vcpu v;
     struct guest_config cfg = { .mode = GUEST_MODE_PAE32, .entry = (uintptr_t)vpid_guest,
                                 .stack_top = guest_stack_top(), .vpid = GUEST_VPID };
     vcpu_init(&v, &cfg);
     if (!check_rules(s))
         return;
-    vmcs_write(VMCS_GUEST_CR3, guest_pae_build_remapped((uintptr_t)g_page_a, (uintptr_t)g_page_b));
-    v.regs.rbp = (uintptr_t)g_page_a;
+    vmcs_write(VMCS_GUEST_CR3, guest_pae_build_remapped(marker_page(0), marker_page(1)));
+    v.regs.rbp = marker_page(0);
     uint32_t marker;
     if (!guest_reads(s, &v, &marker) || !expect_eq(s, "first read through the remapped page", MARKER_B, marker))
         return;
