@@ -229,8 +229,7 @@ static void run_one(const struct lhv_scenario_def *d)
         g_reported = true;
     } else {
         screen_set_status(d->id);
-        page_pool_reset();
-        g_running_vcpu = NULL;
+        page_pool_reset(); /* g_running_vcpu is NULL: vmx_after_scenario() cleared it */
         g_deadline_tsc = rdtsc() + g_tsc_hz / 1000 * d->budget_ms;
         if (lhv_setjmp(g_abort_jmp) == 0) {
             g_in_scenario = true;

@@ -191,6 +191,9 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg)
     v->vmcs_phys = vmx_alloc_region_phys(v->vmcs);
     vcpu_track_vmcs(v->vmcs_phys);
     vcpu_init_prepared(v, cfg);
+    /* What the BSP's watchdog reports. Set here, not at every VM entry: finding the current CPU
+     * reads the local APIC, which a nested L0 may have to emulate (an exit of its own). */
+    g_running_vcpu = v;
 }
 
 /* C guests start in guest_trampoline, which calls fn(arg). */
@@ -244,8 +247,6 @@ static void read_exit_info(struct vcpu *v)
 
 int vcpu_run(struct vcpu *v)
 {
-    if (this_cpu_index() == 0)
-        g_running_vcpu = v; /* what the BSP's watchdog reports */
     for (;;) {
         irq_disable(); /* no interrupt between loading guest registers and the VM entry */
         int rc = vmx_enter(&v->regs, v->launched);
