@@ -134,15 +134,24 @@ static bool words_next(const char **p, const char **word, size_t *len)
     return true;
 }
 
+/* The next glob of tests=, without its leading '-' (which sets *exclude). */
+static bool next_glob(const char **p, char *pattern, size_t size, bool *exclude)
+{
+    const char *glob;
+    size_t len;
+    if (!words_next(p, &glob, &len))
+        return false;
+    *exclude = glob[0] == '-';
+    snprintf(pattern, size, "%.*s", (int)(len - *exclude), glob + *exclude);
+    return true;
+}
+
 static bool tests_select(const char *tests, const char *id)
 {
-    const char *p = tests, *glob;
-    size_t len;
-    bool any_positive = false, included = false;
+    const char *p = tests;
+    bool any_positive = false, included = false, exclude;
     char pattern[64];
-    while (words_next(&p, &glob, &len)) {
-        bool exclude = glob[0] == '-';
-        snprintf(pattern, sizeof(pattern), "%.*s", (int)(len - exclude), glob + exclude);
+    while (next_glob(&p, pattern, sizeof(pattern), &exclude)) {
         bool match = glob_match(pattern, id, strlen(id));
         if (exclude && match)
             return false;
@@ -170,12 +179,10 @@ static bool selected(const struct lhv_scenario_def *d, const struct run_options 
 /* Every glob in tests= must match some scenario, and inject= must name one. */
 static bool validate_selection(const struct run_options *o, char *error, size_t size)
 {
-    const char *p = o->tests, *glob;
-    size_t len;
+    const char *p = o->tests;
+    bool exclude;
     char pattern[64];
-    while (words_next(&p, &glob, &len)) {
-        bool exclude = glob[0] == '-';
-        snprintf(pattern, sizeof(pattern), "%.*s", (int)(len - exclude), glob + exclude);
+    while (next_glob(&p, pattern, sizeof(pattern), &exclude)) {
         bool matched = false;
         for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
             matched |= glob_match(pattern, d->id, strlen(d->id));
