@@ -156,9 +156,21 @@ static uint8_t line_attr(const char *line, size_t n)
     return ATTR_TEXT;
 }
 
+/* Wait a bounded while for the screen: another CPU, or the BSP's heartbeat, holds it only while
+ * drawing a line; a lock left taken by a fault in the middle of drawing must not hang the run. */
+static bool screen_lock_bounded(int owner)
+{
+    for (uint32_t spins = 0; spins < 10000000u; spins++) {
+        if (spin_trylock(&g_screen.lock, owner))
+            return true;
+        cpu_relax();
+    }
+    return false;
+}
+
 void screen_write(const char *s, size_t n)
 {
-    if (g_screen.backend == SCREEN_NONE || !spin_trylock(&g_screen.lock, -2))
+    if (g_screen.backend == SCREEN_NONE || !screen_lock_bounded(-2))
         return;
     uint8_t attr = line_attr(s, n);
     for (size_t i = 0; i < n; i++) {
@@ -230,9 +242,7 @@ void screen_final(const char *verdict, enum screen_color color, const char *cons
 {
     if (g_screen.backend == SCREEN_NONE)
         return;
-    /* The run is ending: if the lock stays taken (a fault while drawing), draw anyway. */
-    for (uint32_t spins = 0; !spin_trylock(&g_screen.lock, -4) && spins < 10000000u; spins++)
-        cpu_relax();
+    screen_lock_bounded(-4); /* the run is ending: draw even if a fault left the lock taken */
     static const uint8_t attrs[] = { 0x0a, 0x0c, 0x0e, 0x07 };
     uint8_t attr = attrs[color];
     clear_rows(1, g_screen.rows);
