@@ -204,34 +204,37 @@ def run_bochs(spec, rundir):
     with open(rundir / "bochs.out", "w") as out, _bochs_start_lock():
         proc = subprocess.Popen(o.command, cwd=rundir, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        _wait_rfb_listening(proc, rundir / "bochs.log")
-    with open(rundir / "bochs.out", "a") as out:
-        deadline = time.monotonic() + spec.timeout
-        result_at = None
         try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                if result_at is None and _serial_has_result(rundir / "serial.log"):
-                    result_at = now
-                if result_at is not None and now - result_at > STOP_GRACE_S:
-                    o.problems.append("image did not stop within %.0f s after RESULT "
-                                      "(no magic breakpoint)" % STOP_GRACE_S)
-                    o.end_state = "killed_after_result"
-                    break
-                if now > deadline:
-                    o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
-                    o.end_state = "killed_timeout"
-                    # SIGINT drops Bochs into its debugger, which goes on with the
-                    # rc file: the screen is saved and Bochs quits by itself.
-                    try:
-                        os.kill(proc.pid, signal.SIGINT)
-                        proc.wait(5)
-                    except (ProcessLookupError, subprocess.TimeoutExpired):
-                        pass
-                    break
-                time.sleep(0.1)
-        finally:
+            _wait_rfb_listening(proc, rundir / "bochs.log")
+        except BaseException:
             _kill(proc)
+            raise
+    deadline = time.monotonic() + spec.timeout
+    result_at = None
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if result_at is None and _serial_has_result(rundir / "serial.log"):
+                result_at = now
+            if result_at is not None and now - result_at > STOP_GRACE_S:
+                o.problems.append("image did not stop within %.0f s after RESULT "
+                                  "(no magic breakpoint)" % STOP_GRACE_S)
+                o.end_state = "killed_after_result"
+                break
+            if now > deadline:
+                o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
+                o.end_state = "killed_timeout"
+                # SIGINT drops Bochs into its debugger, which goes on with the
+                # rc file: the screen is saved and Bochs quits by itself.
+                try:
+                    os.kill(proc.pid, signal.SIGINT)
+                    proc.wait(5)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+                break
+            time.sleep(0.1)
+    finally:
+        _kill(proc)
     o.exit_status = proc.returncode
     out_text = (rundir / "bochs.out").read_text(errors="replace")
     try:
