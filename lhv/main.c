@@ -246,6 +246,8 @@ void trap_dispatch(struct trap_frame *f)
 {
     if (f->vector == VECTOR_TIMER)
         timer_tick(f);
+    else if (f->vector == VECTOR_NMI)
+        nmi_handle(f);
     else if (f->vector < 32)
         exception(f);
     else if (f->vector != VECTOR_SPURIOUS)

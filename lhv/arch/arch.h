@@ -82,6 +82,14 @@ bool smp_wait_work(int cpu, uint64_t timeout_ms);
 bool smp_cancel_all_work(uint64_t timeout_ms);
 extern volatile bool g_work_cancel;
 
+/* NMIs in L1 (arch/nmi.c). A scenario that expects NMIs installs a hook while it runs; every
+ * other NMI is counted and returns normally (IRET), never a crash. */
+#define VECTOR_NMI 2
+typedef void (*nmi_hook_fn)(struct trap_frame *f);
+void nmi_set_hook(nmi_hook_fn hook); /* NULL: no hook */
+void nmi_handle(struct trap_frame *f);
+uint32_t nmi_take_unexpected(void); /* NMIs no hook took, all CPUs, since the last call */
+
 /* Called by trap_dispatch for the timer vector. */
 void timer_tick(struct trap_frame *f);
 void trap_dispatch(struct trap_frame *f);

@@ -143,6 +143,11 @@ const char *exit_reason_name(uint32_t reason)
     case EXIT_EXCEPTION_NMI: return "exception";
     case EXIT_EXTERNAL_INTERRUPT: return "external interrupt";
     case EXIT_TRIPLE_FAULT: return "triple fault";
+    case EXIT_INIT_SIGNAL: return "INIT signal";
+    case EXIT_SIPI: return "SIPI";
+    case EXIT_INTERRUPT_WINDOW: return "interrupt window";
+    case EXIT_NMI_WINDOW: return "NMI window";
+    case EXIT_TASK_SWITCH: return "task switch";
     case EXIT_CPUID: return "CPUID";
     case EXIT_HLT: return "HLT";
     case EXIT_VMCALL: return "VMCALL";
@@ -151,6 +156,7 @@ const char *exit_reason_name(uint32_t reason)
     case EXIT_WRMSR: return "WRMSR";
     case EXIT_INVALID_GUEST_STATE: return "invalid guest state";
     case EXIT_MSR_LOADING: return "MSR loading";
+    case EXIT_MACHINE_CHECK_ENTRY: return "machine-check during VM entry";
     case EXIT_MTF: return "monitor trap flag";
     case EXIT_PREEMPTION_TIMER: return "preemption timer";
     case EXIT_EPT_VIOLATION: return "EPT violation";

@@ -30,6 +30,11 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_EXCEPTION_NMI 0
 #define EXIT_EXTERNAL_INTERRUPT 1
 #define EXIT_TRIPLE_FAULT 2
+#define EXIT_INIT_SIGNAL 3
+#define EXIT_SIPI 4
+#define EXIT_INTERRUPT_WINDOW 7
+#define EXIT_NMI_WINDOW 8
+#define EXIT_TASK_SWITCH 9
 #define EXIT_CPUID 10
 #define EXIT_HLT 12
 #define EXIT_VMCALL 18
@@ -38,6 +43,7 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_WRMSR 32
 #define EXIT_INVALID_GUEST_STATE 33
 #define EXIT_MSR_LOADING 34
+#define EXIT_MACHINE_CHECK_ENTRY 41
 #define EXIT_MTF 37
 #define EXIT_EPT_VIOLATION 48
 #define EXIT_EPT_MISCONFIG 49
@@ -48,10 +54,13 @@ const char *exit_reason_name(uint32_t reason);
 /* Control bits, named where LHV uses them (SDM 25.6, 25.7, 25.8). */
 #define PIN_EXTERNAL_INTERRUPT_EXITING (1u << 0)
 #define PIN_NMI_EXITING (1u << 3)
+#define PIN_VIRTUAL_NMIS (1u << 5)
 #define PIN_PREEMPTION_TIMER (1u << 6)
+#define PROC_INTERRUPT_WINDOW (1u << 2)
 #define PROC_HLT_EXITING (1u << 7)
 #define PROC_CR3_LOAD_EXITING (1u << 15)
 #define PROC_CR3_STORE_EXITING (1u << 16)
+#define PROC_NMI_WINDOW (1u << 22)
 #define PROC_MTF (1u << 27)
 #define PROC_USE_MSR_BITMAPS (1u << 28)
 #define PROC_ACTIVATE_SECONDARY (1u << 31)
@@ -60,10 +69,37 @@ const char *exit_reason_name(uint32_t reason);
 #define PROC2_UNRESTRICTED_GUEST (1u << 7)
 #define PROC2_VMFUNC (1u << 13)
 #define EXIT_HOST_ADDR_SPACE_SIZE (1u << 9)
+#define EXIT_ACK_INTERRUPT (1u << 15)
 #define EXIT_SAVE_EFER (1u << 20)
 #define EXIT_LOAD_EFER (1u << 21)
+#define ENTRY_LOAD_DEBUG_CONTROLS (1u << 2)
 #define ENTRY_IA32E_MODE_GUEST (1u << 9)
 #define ENTRY_LOAD_EFER (1u << 15)
+
+/* Interruption-information fields: VM-entry, VM-exit and IDT-vectoring (SDM 25.8.3, 25.9.2,
+ * 25.9.3): vector in bits 7:0, type in 10:8, error code valid bit 11, NMI unblocking due to IRET
+ * bit 12 (exit fields only), valid bit 31. */
+#define INTR_INFO_VALID (1u << 31)
+#define INTR_INFO_ERROR_CODE (1u << 11)
+#define INTR_INFO_NMI_UNBLOCKED_BY_IRET (1u << 12)
+#define INTR_TYPE_EXTERNAL (0u << 8)
+#define INTR_TYPE_NMI (2u << 8)
+#define INTR_TYPE_HW_EXCEPTION (3u << 8)
+#define INTR_TYPE_SW_INTERRUPT (4u << 8)
+#define INTR_TYPE_PRIV_SW_EXCEPTION (5u << 8)
+#define INTR_TYPE_SW_EXCEPTION (6u << 8)
+#define INTR_TYPE_OTHER (7u << 8)
+#define INTR_TYPE_MASK (7u << 8)
+
+/* Guest interruptibility state (SDM 25.4.2, Table 25-3) and activity states (25.4.2). */
+#define INTERRUPTIBILITY_STI (1u << 0)
+#define INTERRUPTIBILITY_MOV_SS (1u << 1)
+#define INTERRUPTIBILITY_SMI (1u << 2)
+#define INTERRUPTIBILITY_NMI (1u << 3)
+#define ACTIVITY_ACTIVE 0
+#define ACTIVITY_HLT 1
+#define ACTIVITY_SHUTDOWN 2
+#define ACTIVITY_WAIT_SIPI 3
 
 /* What the capability MSRs said, read once on the BSP (SDM Appendix A). */
 struct vmx_caps {

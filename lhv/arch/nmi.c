@@ -1,0 +1,31 @@
+/*
+ * NMIs that reach L1. A scenario that sends NMIs (to itself or from another CPU) installs a hook
+ * for as long as it expects them; any other NMI (a stray one from the platform, or one a
+ * scenario left pending) is counted here and returns by IRET, so the runner can report it after
+ * the scenario instead of losing L1 to it.
+ */
+#include "arch/arch.h"
+
+static nmi_hook_fn volatile g_nmi_hook;
+static volatile uint32_t g_nmi_unexpected[MAX_CPUS]; /* each CPU writes only its own slot */
+
+void nmi_set_hook(nmi_hook_fn hook) { g_nmi_hook = hook; }
+
+void nmi_handle(struct trap_frame *f)
+{
+    nmi_hook_fn hook = g_nmi_hook;
+    if (hook)
+        hook(f);
+    else
+        g_nmi_unexpected[this_cpu_index()]++;
+}
+
+uint32_t nmi_take_unexpected(void)
+{
+    uint32_t total = 0;
+    for (int i = 0; i < g_cpu_count; i++) {
+        total += g_nmi_unexpected[i];
+        g_nmi_unexpected[i] = 0;
+    }
+    return total;
+}
