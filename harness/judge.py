@@ -6,8 +6,9 @@ Rules (see DESIGN.md "Output"):
   image reported one; ERROR if other LHV lines appear without the banner)
 - more than one banner              -> CRASH (the machine reset and ran again)
 - RESULT present: the TEST lines are the truth.  The harness recomputes the
-  RESULT (worst of GOOD < SKIP < ERROR < BAD, TIMEOUT = BAD; an `LHV ERROR:`
-  line adds ERROR; no scenario at all must give SKIP or ERROR) and the SUMMARY
+  RESULT (BAD, then ERROR, win; else GOOD if any scenario is GOOD, SKIP if all
+  skipped; TIMEOUT = BAD; an `LHV ERROR:` line adds ERROR; no scenario at all
+  must give SKIP or ERROR) and the SUMMARY
   counts; any disagreement, a duplicated or malformed TEST line, TEST lines
   after RESULT, a SKIP/BAD/ERROR/TIMEOUT without its reason, a scenario id the
   registry does not know, or a scenario the registry selects that never
@@ -191,9 +192,10 @@ def judge(p, ctx=None):
     expected = None if selftest else _expected_selection(p, ctx)
     reported = set(seen)
     if ctx.registry is not None:
-        # Every record is in every image: the runner reports the other subarch's
-        # scenarios as SKIP ("not available on i386"), so any registry id is fine.
-        known_ids = set(ctx.registry.ids())
+        # Every record is in every image, but a scenario built for the other
+        # subarch is not part of this image's run: its TEST line is a problem.
+        arch = (p.banner or {}).get("arch")
+        known_ids = set(ctx.registry.ids(arch if arch in SUBARCH_BITS else None))
         if selftest:
             known_ids.add("selftest_" + selftest)
         for sid in sorted(reported - known_ids):

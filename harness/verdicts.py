@@ -1,7 +1,9 @@
 """Verdict names, their order, and the harness exit statuses.
 
 Scenario verdicts printed by the image are ordered GOOD < SKIP < ERROR < BAD
-(TIMEOUT counts as BAD) and the worst one wins.  The harness adds verdicts of
+(TIMEOUT counts as BAD); within a scenario the worst one wins.  The run's
+RESULT is BAD or ERROR when any scenario is, GOOD when at least one scenario
+is GOOD and the rest GOOD or SKIP, SKIP when nothing ran (image_result).  The harness adds verdicts of
 its own for runs whose log is incomplete: TIMEOUT (the run was bounded and
 killed), CRASH (reset, triple fault or emulator panic), NO-OUTPUT (no LHV
 banner), INCOMPLETE (a log judged offline that simply stops before RESULT) and
@@ -78,13 +80,17 @@ def worst(verdicts, empty=GOOD):
 def image_result(scenario_verdicts):
     """The RESULT the image must print for these scenario verdicts.
 
-    TIMEOUT folds into BAD; an empty list gives None (the image then owes an
-    ERROR or SKIP, see judge).
+    BAD if any is BAD or TIMEOUT, else ERROR if any is ERROR, else GOOD when at
+    least one ran GOOD (skips are listed, not failures), SKIP when all skipped.
+    An empty list gives None (the image then owes an ERROR or SKIP, see judge).
     """
-    vs = [BAD if v == TIMEOUT else v for v in scenario_verdicts]
+    vs = set(BAD if v == TIMEOUT else v for v in scenario_verdicts)
     if not vs:
         return None
-    return max(vs, key=image_rank)
+    for v in (BAD, ERROR, GOOD):
+        if v in vs:
+            return v
+    return SKIP
 
 
 def exit_status(verdict):

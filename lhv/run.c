@@ -171,9 +171,16 @@ static const struct lhv_scenario_def *find_scenario(const char *id, size_t len)
     return NULL;
 }
 
-static bool selected(const struct lhv_scenario_def *d, const struct run_options *o)
+/* Selected by LHV_OPT and tests=, whichever image it is built for. */
+static bool selected_any_arch(const struct lhv_scenario_def *d, const struct run_options *o)
 {
     return (d->opt_mask & o->opt) == d->opt_mask && tests_select(o->tests, d->id);
+}
+
+/* A scenario built for the other subarch is not part of this image's run at all (no SKIP line). */
+static bool selected(const struct lhv_scenario_def *d, const struct run_options *o)
+{
+    return (d->subarch_mask & LHV_SUBARCH_BIT) && selected_any_arch(d, o);
 }
 
 /* Every glob in tests= must match some scenario, and inject= must name one. */
@@ -204,13 +211,9 @@ static bool validate_selection(const struct run_options *o, char *error, size_t 
     return true;
 }
 
-/* SKIP reasons: subarch, then each requirement word, then what LHV_OPT adds (VPID, large pages). */
+/* SKIP reasons: each requirement word, then what LHV_OPT adds (VPID, large pages). */
 static int check_requirements(const struct lhv_scenario_def *d, char *reason, size_t size)
 {
-    if (!(d->subarch_mask & LHV_SUBARCH_BIT)) {
-        snprintf(reason, size, "not available on %s", LHV_ARCH_NAME);
-        return REQ_ABSENT;
-    }
     char words[96];
     snprintf(words, sizeof(words), "%s%s%s", d->requires, (lhv_opt() & LHV_OPT_USE_VPID) ? ",vpid" : "",
              (lhv_opt() & LHV_OPT_USE_LARGE_PAGE) ? ",ept_2m" : "");
@@ -284,11 +287,28 @@ void run_scenarios(const struct run_options *o)
         if (selected(d, o))
             run_one(d);
     if (!g_totals.count) {
-        lhv_printf("LHV ERROR: no scenario selected by lhv_opt=0x%llx tests=%s\n", (unsigned long long)o->opt,
-                   o->tests[0] ? o->tests : "*");
-        run_end(VERDICT_ERROR);
+        bool other_arch_only = false;
+        for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
+            other_arch_only |= selected_any_arch(d, o);
+        lhv_printf("%s: no scenario selected by lhv_opt=0x%llx tests=%s%s\n", other_arch_only ? "LHV NOTE" : "LHV ERROR",
+                   (unsigned long long)o->opt, o->tests[0] ? o->tests : "*",
+                   other_arch_only ? " is built for " LHV_ARCH_NAME : "");
+        /* Asking only for the other image's scenarios runs nothing: SKIP, not a usage error. */
+        run_end(other_arch_only ? VERDICT_SKIP : VERDICT_ERROR);
     }
-    run_end(g_totals.worst);
+    run_end(run_result(&g_totals));
+}
+
+/* The run is GOOD when something ran GOOD and nothing is worse than SKIP (a CPU that lacks a
+ * feature is not a failure; the skips are listed with their reasons), SKIP when nothing ran,
+ * else the worst verdict (TIMEOUT counts as BAD). */
+enum verdict run_result(const struct run_totals *t)
+{
+    if (t->bad)
+        return VERDICT_BAD;
+    if (t->error)
+        return VERDICT_ERROR;
+    return t->good ? VERDICT_GOOD : VERDICT_SKIP;
 }
 
 struct run_totals *run_totals(void) { return &g_totals; }
@@ -296,8 +316,6 @@ struct run_totals *run_totals(void) { return &g_totals; }
 void totals_add(struct run_totals *t, const char *id, enum verdict v)
 {
     t->count++;
-    if (rank(v) > rank(t->worst))
-        t->worst = v == VERDICT_TIMEOUT ? VERDICT_BAD : v;
     switch (v) {
     case VERDICT_GOOD: t->good++; return;
     case VERDICT_SKIP: t->skipped++; return;

@@ -7,14 +7,14 @@
 
 #define RUN_MAX_FAILED 24
 struct run_totals {
-    int count, good, bad, skipped, error;
-    enum verdict worst;
+    int count, good, bad, skipped, error; /* bad counts TIMEOUT too */
     int failed_count;
     char failed[RUN_MAX_FAILED][64]; /* "FAILED <id>: <VERDICT>", also drawn on the screen */
 };
 
 const char *verdict_name(enum verdict v);
 void totals_add(struct run_totals *t, const char *id, enum verdict v);
+enum verdict run_result(const struct run_totals *t);
 struct run_totals *run_totals(void);
 
 __attribute__((noreturn)) void run_scenarios(const struct run_options *o);

@@ -68,20 +68,26 @@ def test_bad_run_reason_kept():
     assert "pae_cr3_unmapped BAD" in j.reason
 
 
-def test_verdict_order_worst_wins():
-    assert V.image_result(["GOOD", "SKIP"]) == "SKIP"
+def test_run_result_rule():
+    """GOOD when something ran GOOD and nothing is worse than SKIP; SKIP when nothing ran;
+    otherwise BAD (TIMEOUT included) before ERROR."""
+    assert V.image_result(["GOOD", "SKIP"]) == "GOOD"
+    assert V.image_result(["SKIP", "SKIP"]) == "SKIP"
     assert V.image_result(["GOOD", "SKIP", "ERROR"]) == "ERROR"
     assert V.image_result(["ERROR", "BAD", "SKIP"]) == "BAD"
     assert V.image_result(["GOOD", "TIMEOUT"]) == "BAD"
     assert V.image_result([]) is None
 
 
-def test_all_skipped_is_skip_and_mixed_good_skip_is_skip():
+def test_all_skipped_is_skip_and_mixed_good_skip_is_good():
     skips = [(i, "SKIP", "VMX not supported (CPUID.1:ECX[5]=0)") for i in ("a", "b")]
     assert judge_text(log(skips, "auto")).verdict == V.SKIP
-    j = judge_text(log(GOOD3 + skips, "SKIP"))
-    assert j.verdict == V.SKIP and not j.problems
     j = judge_text(log(GOOD3 + skips, "GOOD"))
+    assert j.verdict == V.GOOD and not j.problems
+    # An image still on the old "worst wins" rule is caught.
+    j = judge_text(log(GOOD3 + skips, "SKIP"))
+    assert j.verdict == V.ERROR and "give GOOD" in j.reason
+    j = judge_text(log(skips, "GOOD"))
     assert j.verdict == V.ERROR and "give SKIP" in j.reason
 
 
@@ -273,12 +279,15 @@ def test_known_bug_does_not_hide_other_failures():
     assert j.effective_verdict == V.ERROR
 
 
-def test_other_subarch_scenario_reported_as_skip_is_fine():
+def test_other_subarch_scenario_is_not_part_of_the_run():
     r = Registry([Scenario("vmx_lifecycle", [], 0, 1, 3), Scenario("pae_pdpte_reload", [], 0, 1, 1)],
                  [])
+    j = judge_text(log([("vmx_lifecycle", "GOOD", "")], "auto"), Context(registry=r))
+    assert j.verdict == V.GOOD and not j.problems and not j.missing, j.problems
+    # The image must not report the i386-only scenario on amd64 (the log's banner says amd64).
     tests = [("vmx_lifecycle", "GOOD", ""), ("pae_pdpte_reload", "SKIP", "not available on amd64")]
     j = judge_text(log(tests, "auto"), Context(registry=r))
-    assert j.verdict == V.SKIP and not j.problems, j.problems
+    assert j.verdict == V.ERROR and "not a scenario" in j.reason, j.reason
 
 
 def test_selftest_ids_are_accepted_only_with_selftest_word():
