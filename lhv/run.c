@@ -290,9 +290,12 @@ void run_scenarios(const struct run_options *o)
         bool other_arch_only = false;
         for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
             other_arch_only |= selected_any_arch(d, o);
-        lhv_printf("%s: no scenario selected by lhv_opt=0x%llx tests=%s%s\n", other_arch_only ? "LHV NOTE" : "LHV ERROR",
-                   (unsigned long long)o->opt, o->tests[0] ? o->tests : "*",
-                   other_arch_only ? " is built for " LHV_ARCH_NAME : "");
+        if (other_arch_only)
+            lhv_printf("LHV NOTE: lhv_opt=0x%llx tests=%s selects only scenarios of the other subarch: nothing runs on %s\n",
+                       (unsigned long long)o->opt, o->tests, LHV_ARCH_NAME);
+        else
+            lhv_printf("LHV ERROR: no scenario selected by lhv_opt=0x%llx tests=%s\n", (unsigned long long)o->opt,
+                       o->tests[0] ? o->tests : "*");
         /* Asking only for the other image's scenarios runs nothing: SKIP, not a usage error. */
         run_end(other_arch_only ? VERDICT_SKIP : VERDICT_ERROR);
     }

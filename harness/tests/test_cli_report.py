@@ -40,6 +40,7 @@ def test_judge_catches_lying_summary(tmp_path):
 def test_judge_exit_codes(tmp_path):
     cases = {
         "good": (log(GOOD3, "auto"), 0),
+        "good-with-skips": (log(GOOD3 + [("x", "SKIP", "no MTF")], "auto"), 0),
         "bad": (log(GOOD3 + [("x", "BAD", "a, b")], "auto"), 1),
         "skip": (log([("x", "SKIP", "no VMX")], "auto"), 3),
         "noout": ("SeaBIOS\n", 7),
@@ -141,3 +142,14 @@ def test_usage_errors():
     assert harness("run", "--target", "nosuch").returncode == V.EXIT_USAGE
     assert harness("run", "--target", "bochs", "--cpu-model", "pentium").returncode == V.EXIT_USAGE
     assert harness("frobnicate").returncode == V.EXIT_USAGE
+
+
+def test_make_run_default_configuration_exits_0():
+    """`make run` on the default configuration (Bochs, amd64, one CPU, where some scenarios must
+    SKIP: one CPU, no MTF on this model) is GOOD with the skips listed, and exits 0."""
+    from .conftest import need_images
+    need_images()
+    r = subprocess.run(["make", "-s", "run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "->  GOOD" in r.stdout, r.stdout
+    assert "invept_per_cpu      SKIP  needs 2 CPUs" in r.stdout, r.stdout
