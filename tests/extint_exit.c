@@ -48,7 +48,7 @@ LHV_SCENARIO(extint_exit, 0, "vmx", 5000, SUBARCH_ALL, extint_exit);
 #define VECTOR_LOW 0x62
 #define VECTOR_HIGH 0x92
 #define CALL_SPIN_ENDED (GUEST_CALL_USER + 1)
-#define SPIN_ITERATIONS 20000000ul
+#define SPIN_ITERATIONS 5000000ul
 #define MAX_TIMER_EXITS 100
 
 /* What L1's own handler got of the scenario's vectors, in order. */
