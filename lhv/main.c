@@ -251,7 +251,7 @@ void trap_dispatch(struct trap_frame *f)
     else if (f->vector < 32)
         exception(f);
     else if (f->vector != VECTOR_SPURIOUS)
-        lapic_eoi(); /* VECTOR_WAKE and anything else: the interrupt itself was the message */
+        irq_other(f); /* VECTOR_WAKE and anything else: the interrupt itself was the message */
 }
 
 void lhv_main(uint32_t magic, uint32_t info);

@@ -63,6 +63,8 @@ void lapic_init_cpu(bool bsp);
 uint32_t lapic_id(void);
 void lapic_eoi(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+bool lapic_in_service(uint8_t vector); /* the vector's ISR bit */
+bool lapic_requested(uint8_t vector);  /* the vector's IRR bit */
 void timers_calibrate(void);
 void lapic_start_bsp_timer(void);
 uint64_t tsc_to_ms(uint64_t tsc_delta);
@@ -89,6 +91,12 @@ typedef void (*nmi_hook_fn)(struct trap_frame *f);
 void nmi_set_hook(nmi_hook_fn hook); /* NULL: no hook */
 void nmi_handle(struct trap_frame *f);
 uint32_t nmi_take_unexpected(void); /* NMIs no hook took, all CPUs, since the last call */
+
+/* Fixed-vector interrupts that are not LHV's own (arch/irq_hook.c): a scenario that raises them
+ * installs a hook that sees each one before its EOI; without a hook they only get the EOI. */
+typedef void (*irq_hook_fn)(struct trap_frame *f);
+void irq_set_hook(irq_hook_fn hook); /* NULL: no hook */
+void irq_other(struct trap_frame *f);
 
 /* Called by trap_dispatch for the timer vector. */
 void timer_tick(struct trap_frame *f);

@@ -9,6 +9,8 @@
 #define LAPIC_ID 0x20
 #define LAPIC_EOI 0xb0
 #define LAPIC_SVR 0xf0
+#define LAPIC_ISR 0x100
+#define LAPIC_IRR 0x200
 #define LAPIC_ICR_LOW 0x300
 #define LAPIC_ICR_HIGH 0x310
 #define LAPIC_LVT_TIMER 0x320
@@ -43,6 +45,16 @@ uint32_t lapic_id(void)
 }
 
 void lapic_eoi(void) { lapic_write(LAPIC_EOI, 0); }
+
+/* One vector's bit in the in-service or the request register (eight 32-bit registers 16 bytes
+ * apart, SDM Vol. 3A 11.8.4). */
+static bool lapic_vector_bit(uint32_t first_reg, uint8_t vector)
+{
+    return (lapic_read(first_reg + 0x10u * (vector / 32u)) >> (vector % 32u)) & 1u;
+}
+
+bool lapic_in_service(uint8_t vector) { return lapic_vector_bit(LAPIC_ISR, vector); }
+bool lapic_requested(uint8_t vector) { return lapic_vector_bit(LAPIC_IRR, vector); }
 
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low)
 {

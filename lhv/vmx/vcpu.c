@@ -260,10 +260,13 @@ int vcpu_run(struct vcpu *v)
         /* A VM-entry failure (exit reason bit 31) leaves the VMCS clear: VMLAUNCH next time. */
         if (!(v->exit.reason & (1u << 31)))
             v->launched = true;
+        bool external = (v->exit.reason & 0xffff) == EXIT_EXTERNAL_INTERRUPT;
+        if (external && v->irq_exits_to_caller)
+            return VMX_OK; /* interrupts still off: the caller looks at the exit and the LAPIC first */
         /* An external interrupt exit leaves the interrupt pending (no acknowledge on exit):
          * opening IF lets L1's handler take it (timer, watchdog), then L2 goes on. */
         irq_enable();
-        if ((v->exit.reason & 0xffff) != EXIT_EXTERNAL_INTERRUPT)
+        if (!external)
             return VMX_OK;
     }
 }

@@ -199,6 +199,9 @@ struct vcpu {
     struct vmx_exit exit;
     uint32_t entry_error; /* VM-instruction error after a VMfailValid entry */
     uint8_t *msr_bitmap;
+    /* vcpu_run() returns external-interrupt exits (with interrupts still disabled) instead of
+     * letting L1 take the interrupt and re-entering: for scenarios that examine those exits. */
+    bool irq_exits_to_caller;
 };
 
 /* Creates the VMCS, makes it current and fills host state, controls and guest state. */
