@@ -131,6 +131,8 @@ READ_SEG(ds)
 READ_SEG(es)
 READ_SEG(fs)
 READ_SEG(gs)
+static inline void write_gdtr(const struct desc_ptr *d) { __asm__ volatile("lgdt %0" ::"m"(*d) : "memory"); }
+static inline void write_idtr(const struct desc_ptr *d) { __asm__ volatile("lidt %0" ::"m"(*d) : "memory"); }
 static inline uint16_t read_tr(void)
 {
     uint16_t v;
