@@ -271,6 +271,7 @@ static void run_body(const struct lhv_scenario_def *d)
         g_in_scenario = true;
         irq_enable();
         d->body(&g_current);
+        g_in_scenario = false; /* before `returned`: no watchdog abort may follow it */
         returned = true;
     }
     g_in_scenario = false;
