@@ -186,8 +186,8 @@ def judge(p, ctx=None):
     if ctx.firmware and b.get("boot") and b.get("boot") != ctx.firmware:
         j.problems.append("banner says boot=%s, booted by %s" % (b.get("boot"), ctx.firmware))
 
-    # selftest=<name> runs one built-in self-test (selftest_<name>, not in the
-    # registry) instead of the registry's selection.
+    # selftest=<name>[,<name>...] runs built-in self-tests (selftest_<name>, not
+    # in the registry) before the selection.
     selftest = cmdline_value(ctx.cmdline, "selftest")
     expected = None if selftest else _expected_selection(p, ctx)
     reported = set(seen)
@@ -197,7 +197,7 @@ def judge(p, ctx=None):
         arch = (p.banner or {}).get("arch")
         known_ids = set(ctx.registry.ids(arch if arch in SUBARCH_BITS else None))
         if selftest:
-            known_ids.add("selftest_" + selftest)
+            known_ids.update("selftest_" + name for name in selftest.split(",") if name)
         for sid in sorted(reported - known_ids):
             j.problems.append("TEST %s: not a scenario of this image's registry" % sid)
     if expected is not None:

@@ -11,7 +11,6 @@
 #define MB1_BOOT_MAGIC 0x2badb002u
 #define MB2_BOOT_MAGIC 0x36d76289u
 
-volatile uint64_t g_ticks;
 static uint64_t g_tsc_start;
 static char g_cmdline[512];
 static char g_banner[200];
@@ -227,10 +226,11 @@ static void exception(struct trap_frame *f)
                f->esi, f->edi, f->ebp);
 #endif
     depth[cpu] = 0;
-    runner_on_exception(what);
+    runner_on_exception(what); /* returns only when no scenario was running on this CPU */
+    run_end(VERDICT_CRASH);
 }
 
-void timer_tick(struct trap_frame *f)
+static void timer_tick(struct trap_frame *f)
 {
     lapic_eoi();
     struct percpu *cpu = this_cpu();
@@ -242,22 +242,27 @@ void timer_tick(struct trap_frame *f)
     runner_watchdog(f->ip);
 }
 
-void trap_dispatch(struct trap_frame *f)
+/* The work an AP does before it is online: VMX operation, like the BSP. */
+static void ap_enter_vmx(struct percpu *cpu)
 {
-    if (f->vector == VECTOR_TIMER)
-        timer_tick(f);
-    else if (f->vector == VECTOR_NMI)
-        nmi_handle(f);
-    else if (f->vector < 32)
-        exception(f);
-    else if (f->vector != VECTOR_SPURIOUS)
-        irq_other(f); /* VECTOR_WAKE and anything else: the interrupt itself was the message */
+    char why[80];
+    if (g_vmx.usable && !vmx_cpu_enable(cpu, why, sizeof(why)))
+        lhv_printf("LHV NOTE: cpu%d: %s\n", cpu->index, why);
+}
+
+static void print_start_up_notes(void)
+{
+    char notes[1024];
+    if (arch_take_notes(notes, sizeof(notes)))
+        lhv_printf("%s", notes);
 }
 
 void lhv_main(uint32_t magic, uint32_t info);
 void lhv_main(uint32_t magic, uint32_t info)
 {
     g_tsc_start = rdtsc();
+    trap_set_handlers(timer_tick, exception);
+    runner_init(run_end);
     serial_init();
     if (magic == MB2_BOOT_MAGIC)
         parse_mb2((const uint8_t *)(uintptr_t)info);
@@ -278,7 +283,8 @@ void lhv_main(uint32_t magic, uint32_t info)
     char why[80];
     if (g_vmx.usable && !vmx_cpu_enable(&g_cpus[0], why, sizeof(why)))
         lhv_printf("LHV NOTE: cpu0: %s\n", why);
-    smp_boot_aps();
+    smp_boot_aps(ap_enter_vmx);
+    print_start_up_notes();
     lapic_start_bsp_timer();
     irq_enable();
 

@@ -4,7 +4,6 @@
  * malformed number, an unknown or unimplemented bit stops the run with a message.
  */
 #include "options.h"
-#include "scenario.h"
 
 #define OPTION(NAME, IMPL, DEF, MEANING)                                                    \
     static const struct lhv_option_def lhv_option_##NAME                                    \
@@ -138,3 +137,11 @@ bool options_parse(const char *cmdline, struct run_options *out, char *error, si
     }
     return true;
 }
+
+/* The options of this run, for every floor that asks lhv_opt() (the VMX floor reads VPID and
+ * guest IF from it): set by the runner, the defaults until then. */
+static const struct run_options *g_current_options;
+
+void options_set_current(const struct run_options *o) { g_current_options = o; }
+
+uint64_t lhv_opt(void) { return g_current_options ? g_current_options->opt : lhv_default_opt(); }

@@ -34,10 +34,12 @@ struct run_options {
     uint64_t opt;
     char tests[256]; /* tests= value, "" for all */
     char inject[40]; /* inject= value, "" for none */
-    char selftest[24]; /* selftest= value: l2_hang, l1_hang, l1_fault or crash (lhv/selftest.c) */
+    char selftest[256]; /* selftest= value: one or more self-test names, comma-separated (lhv/selftest.c) */
 };
 
 uint64_t lhv_default_opt(void);
+void options_set_current(const struct run_options *o);
+uint64_t lhv_opt(void); /* the LHV_OPT bits of this run */
 /* Parses the multiboot command line. On error, writes the message and returns false. */
 bool options_parse(const char *cmdline, struct run_options *out, char *error, size_t error_size);
 bool options_validate_opt(uint64_t opt, char *error, size_t error_size);

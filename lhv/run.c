@@ -3,6 +3,7 @@
  * scenario under a watchdog, judge, report one TEST line each, then the summary and the result.
  */
 #include "console/console.h"
+#include "guard.h"
 #include "options.h"
 #include "run.h"
 #include "scenario.h"
@@ -18,12 +19,11 @@ static lhv_jmp_buf g_abort_jmp;
 static volatile bool g_in_scenario;
 static volatile uint64_t g_deadline_tsc;
 static struct run_totals g_totals;
+static run_end_fn g_run_end; /* main.c's run_end: the runner never calls up by name */
 
 static const char *const g_verdict_names[] = { "GOOD", "SKIP", "ERROR", "BAD", "TIMEOUT", "CRASH" };
 
 const char *verdict_name(enum verdict v) { return g_verdict_names[v]; }
-
-uint64_t lhv_opt(void) { return g_options ? g_options->opt : lhv_default_opt(); }
 
 /* TIMEOUT ranks with BAD for "worst wins", but the first of them keeps its name and reason. */
 static int rank(enum verdict v) { return v == VERDICT_TIMEOUT ? VERDICT_BAD : (int)v; }
@@ -91,7 +91,7 @@ void scenario_abort(enum verdict v, const char *fmt, ...)
     RECORD(&g_current, v);
     if (!g_in_scenario || this_cpu_index() != 0) {
         lhv_printf("LHV ERROR: abort outside a scenario: %s\n", g_current.reason);
-        run_end(VERDICT_CRASH);
+        g_run_end(VERDICT_CRASH);
     }
     g_in_scenario = false;
     console_release_if_owner(0);
@@ -113,12 +113,22 @@ void runner_watchdog(uintptr_t interrupted_ip)
                    (unsigned long long)interrupted_ip);
 }
 
-/* An exception in L1: the scenario that caused it ends with ERROR; anywhere else L1 is lost. */
+/* An exception in L1: the scenario that caused it ends with ERROR. Returns when no scenario
+ * runs on this CPU: then L1 is lost and the caller ends the run. */
 void runner_on_exception(const char *what)
 {
     if (g_in_scenario && this_cpu_index() == 0)
         scenario_abort(VERDICT_ERROR, "L1 exception: %s", what);
-    run_end(VERDICT_CRASH);
+}
+
+/* The VMX floor's checked accessors and VMCS set-up report a failure here (vmx_fail()): the
+ * scenario that asked for it ends with ERROR, as any other abort. */
+static __attribute__((noreturn)) void vmx_failed(const char *reason) { scenario_abort(VERDICT_ERROR, "%s", reason); }
+
+void runner_init(run_end_fn end)
+{
+    g_run_end = end;
+    vmx_set_failure_handler(vmx_failed);
 }
 
 static bool words_next(const char **p, const char **word, size_t *len)
@@ -227,6 +237,61 @@ static int check_requirements(const struct lhv_scenario_def *d, char *reason, si
     return REQ_MET;
 }
 
+/* What the guard found changed goes into the verdict of the scenario that changed it: ERROR, or
+ * the BAD/TIMEOUT/ERROR it already has with the damage added to its reason. */
+static void record_damage(struct scenario *s, const struct guard_changes *c)
+{
+    g_reported = true;
+    if (rank(s->verdict) < rank(VERDICT_ERROR))
+        s->verdict = VERDICT_ERROR;
+    size_t len = strlen(s->reason);
+    int n = snprintf(s->reason + len, sizeof(s->reason) - len, "%sL1 state damaged: %s, restored", len ? "; " : "",
+                     c->text);
+    if (c->cut || n < 0 || (size_t)n >= sizeof(s->reason) - len)
+        lhv_printf("LHV NOTE: %s damaged L1 state: %s%s, restored\n", s->def->id, c->text, c->cut ? " ..." : "");
+}
+
+/* NMIs that nobody expected are counted by arch/nmi.c and returned from; say when they came. */
+static void report_unexpected_nmis(const char *when, const char *id)
+{
+    uint32_t n = nmi_take_unexpected();
+    if (n)
+        lhv_printf("LHV NOTE: %u NMI%s that no scenario expected reached L1 %s %s (counted and returned from)\n", n,
+                   n == 1 ? "" : "s", when, id);
+}
+
+/* The body under the watchdog, then the runner's clean-up, with L1's state checked around it. */
+static void run_body(const struct lhv_scenario_def *d)
+{
+    struct guard_changes changes = { 0 };
+    volatile bool returned = false;
+    screen_set_status(d->id);
+    page_pool_reset(); /* g_running_vcpu is NULL: vmx_after_scenario() cleared it */
+    report_unexpected_nmis("before", d->id);
+    guard_before_scenario();
+    g_deadline_tsc = rdtsc() + g_tsc_hz / 1000 * d->budget_ms;
+    if (lhv_setjmp(g_abort_jmp) == 0) {
+        g_in_scenario = true;
+        irq_enable();
+        d->body(&g_current);
+        g_in_scenario = false; /* before `returned`: no watchdog abort may follow it */
+        returned = true;
+    }
+    g_in_scenario = false;
+    guard_after_body(returned, &changes); /* first: CR3, the IDT, VMX operation the rest relies on */
+    if (!returned)
+        iret_to_self(); /* an abort from an NMI handler never reached its IRET: unblock NMIs */
+    irq_enable();
+    if (!smp_cancel_all_work(2000))
+        lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);
+    vmx_after_scenario();
+    guard_after_cleanup(&changes);
+    screen_set_status("-");
+    if (changes.len)
+        record_damage(&g_current, &changes);
+    report_unexpected_nmis("during", d->id);
+}
+
 static void run_one(const struct lhv_scenario_def *d)
 {
     memset(&g_current, 0, sizeof(g_current));
@@ -238,20 +303,7 @@ static void run_one(const struct lhv_scenario_def *d)
         g_current.verdict = req == REQ_UNKNOWN ? VERDICT_ERROR : VERDICT_SKIP;
         g_reported = true;
     } else {
-        screen_set_status(d->id);
-        page_pool_reset(); /* g_running_vcpu is NULL: vmx_after_scenario() cleared it */
-        g_deadline_tsc = rdtsc() + g_tsc_hz / 1000 * d->budget_ms;
-        if (lhv_setjmp(g_abort_jmp) == 0) {
-            g_in_scenario = true;
-            irq_enable();
-            d->body(&g_current);
-        }
-        g_in_scenario = false;
-        irq_enable();
-        if (!smp_cancel_all_work(2000))
-            lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);
-        vmx_after_scenario();
-        screen_set_status("-");
+        run_body(d);
     }
     if (!g_reported)
         scenario_error(&g_current, "the scenario reported nothing");
@@ -263,26 +315,44 @@ static void run_one(const struct lhv_scenario_def *d)
     totals_add(&g_totals, d->id, v);
 }
 
+/* selftest=<name>[,<name>...]: each self-test in turn, before the selected scenarios. Names are
+ * checked first, so that a typo never leaves a run half done. */
+static void run_selftests(const char *names)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const char *p = names, *word;
+        size_t len;
+        while (words_next(&p, &word, &len)) {
+            char name[32];
+            snprintf(name, sizeof(name), "%.*s", (int)len, word);
+            bool breaks_l1;
+            const struct lhv_scenario_def *d = selftest_find(name, &breaks_l1);
+            if (!d && !breaks_l1) {
+                lhv_printf("LHV ERROR: selftest=%s: no such self-test (%s)\n", name, selftest_names());
+                g_run_end(VERDICT_ERROR);
+            }
+            if (pass == 0)
+                continue;
+            if (breaks_l1)
+                selftest_break_l1_now(name);
+            else
+                run_one(d);
+        }
+    }
+}
+
 void run_scenarios(const struct run_options *o)
 {
     g_options = o;
+    options_set_current(o);
     char error[200];
     if (!validate_selection(o, error, sizeof(error))) {
         lhv_printf("LHV ERROR: %s\n", error);
-        run_end(VERDICT_ERROR);
+        g_run_end(VERDICT_ERROR);
     }
-    if (o->selftest[0]) {
-        bool breaks_l1;
-        const struct lhv_scenario_def *d = selftest_find(o->selftest, &breaks_l1);
-        if (breaks_l1)
-            selftest_break_l1_now(o->selftest);
-        if (!d) {
-            lhv_printf("LHV ERROR: selftest=%s: no such self-test (l2_hang l1_hang l1_fault highmap crash triple_fault stall)\n",
-                       o->selftest);
-            run_end(VERDICT_ERROR);
-        }
-        run_one(d);
-    }
+    guard_start();
+    if (o->selftest[0])
+        run_selftests(o->selftest);
     for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
         if (selected(d, o))
             run_one(d);
@@ -297,9 +367,9 @@ void run_scenarios(const struct run_options *o)
             lhv_printf("LHV ERROR: no scenario selected by lhv_opt=0x%llx tests=%s\n", (unsigned long long)o->opt,
                        o->tests[0] ? o->tests : "*");
         /* Asking only for the other image's scenarios runs nothing: SKIP, not a usage error. */
-        run_end(other_arch_only ? VERDICT_SKIP : VERDICT_ERROR);
+        g_run_end(other_arch_only ? VERDICT_SKIP : VERDICT_ERROR);
     }
-    run_end(run_result(&g_totals));
+    g_run_end(run_result(&g_totals));
 }
 
 /* The run is GOOD when something ran GOOD and nothing is worse than SKIP (a CPU that lacks a

@@ -20,11 +20,14 @@ struct run_totals *run_totals(void);
 __attribute__((noreturn)) void run_scenarios(const struct run_options *o);
 /* Prints the summary and the result, shows them on screen, and ends the run (main.c). */
 __attribute__((noreturn)) void run_end(enum verdict result);
+/* main.c hands run_end down before anything can fail: the runner ends the run through it. */
+typedef void (*run_end_fn)(enum verdict result) __attribute__((noreturn));
+void runner_init(run_end_fn end);
 
 void runner_watchdog(uintptr_t interrupted_ip);
 void runner_on_exception(const char *what);
-void vmx_after_scenario(void);
 const struct lhv_scenario_def *selftest_find(const char *name, bool *breaks_l1);
 void selftest_break_l1_now(const char *name);
+const char *selftest_names(void); /* "l2_hang l1_hang ...", for the error message */
 
 #endif

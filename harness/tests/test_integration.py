@@ -295,3 +295,44 @@ def test_image_selftests_get_their_verdicts(target, selftest, run_verdict, scena
         assert_clean(rec)
     else:
         assert rec["exceptions"], show(rec)
+
+
+# The runner's guard of L1's state (lhv/guard.c): each damage_* self-test changes one piece of
+# L1's state and returns as if all were well; the guard must name it in the self-test's ERROR and
+# put it back, so that the next self-test, and the scenario after them all, get their own
+# verdicts. Under QEMU TCG there is no VMX: the VMX damage (VMXOFF, a stray current VMCS) cannot
+# be shown there, and the scenario after them SKIPs instead of being GOOD.
+L1_DAMAGE = {
+    "damage_cr0": "CR0 0x", "damage_cr3": "CR3 0x", "damage_cr3_abort": "CR3 0x", "damage_cr4": "CR4 0x",
+    "damage_efer": "EFER 0x", "damage_gdtr": "GDTR 0x", "damage_idtr": "IDTR 0x", "damage_tr": "TR 0x",
+    "damage_if": "RFLAGS.IF 1 -> 0", "damage_timer": "LAPIC timer", "damage_stack": "cpu0 stack canary",
+}
+VMX_DAMAGE = {
+    "damage_vmxoff": "VMX operation on -> off", "damage_ap_vmxoff": "cpu1: VMX operation on -> off",
+    "damage_vmcs": "current VMCS 0xffffffffffffffff -> 0x",
+}
+AFTER_DAMAGE = "vmx_lifecycle"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("target", ["bochs", "qemu-tcg"])
+def test_l1_damage_is_restored_and_blamed(target, arch):
+    need_images()
+    damage = dict(L1_DAMAGE, **(VMX_DAMAGE if target == "bochs" else {}))
+    words = ",".join(list(damage) + ["nmi"])
+    spec = RunSpec(target=target, arch=arch, tests=AFTER_DAMAGE, extra="selftest=" + words)
+    if target == "bochs":
+        spec.cpu_model, spec.cpus = NEG_MODEL
+    rec = run(spec)
+    assert rec["verdict"] == V.ERROR and not rec["problems"], show(rec)
+    by = {s["id"]: s for s in rec["scenarios"]}
+    for name, what in damage.items():
+        s = by.get("selftest_" + name)
+        assert s and s["verdict"] == V.ERROR, "%s: %s%s" % (name, s, show(rec))
+        assert "L1 state damaged: " in s["reason"] and what in s["reason"] and s["reason"].endswith("restored"), \
+            "%s: %s%s" % (name, s["reason"], show(rec))
+    assert by["selftest_nmi"]["verdict"] == V.GOOD, show(rec)
+    serial = Path(rec["logs"]["serial"]).read_text()
+    assert "LHV NOTE: 1 NMI that no scenario expected reached L1 during selftest_nmi" in serial, show(rec)
+    assert by[AFTER_DAMAGE]["verdict"] == (V.GOOD if target == "bochs" else V.SKIP), show(rec)
+    assert_clean(rec)

@@ -1,6 +1,5 @@
 /* Just enough ACPI to find the CPUs (MADT) and to tell whether we run on a Bochs/QEMU machine. */
 #include "arch/arch.h"
-#include "console/console.h"
 
 struct rsdp {
     char signature[8];
@@ -114,6 +113,6 @@ int acpi_collect_apic_ids(uint32_t *ids, int max)
         p += p[1];
     }
     if (listed > max)
-        lhv_printf("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d\n", listed, max);
+        arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
     return n;
 }

@@ -56,6 +56,9 @@ void idt_init(void);
 void idt_load(void);
 uintptr_t tss_base(int cpu);
 uint32_t tss_limit(void);
+uint16_t tss_selector(int cpu);
+void tss_prepare(int cpu);
+void tr_reload(uint16_t selector);
 struct percpu *this_cpu(void);
 int this_cpu_index(void);
 
@@ -67,6 +70,12 @@ bool lapic_in_service(uint8_t vector); /* the vector's ISR bit */
 bool lapic_requested(uint8_t vector);  /* the vector's IRR bit */
 void timers_calibrate(void);
 void lapic_start_bsp_timer(void);
+void lapic_send_self_nmi(void);
+struct lapic_timer_state {
+    uint32_t lvt, initial_count, divide;
+};
+struct lapic_timer_state lapic_timer_read(void);
+void lapic_timer_write(const struct lapic_timer_state *t);
 uint64_t tsc_to_ms(uint64_t tsc_delta);
 void delay_us(uint64_t us);
 
@@ -74,7 +83,14 @@ void delay_us(uint64_t us);
 void acpi_set_rsdp(const void *rsdp_copy, size_t len);
 bool acpi_oem_is(const char *oem6);
 int acpi_collect_apic_ids(uint32_t *ids, int max);
-void smp_boot_aps(void);
+/* setup runs on each AP before it counts as online (main.c hands in: enter VMX operation). */
+typedef void (*ap_setup_fn)(struct percpu *cpu);
+void smp_boot_aps(ap_setup_fn setup);
+extern uint8_t g_cpu_stacks[MAX_CPUS][CPU_STACK_SIZE]; /* [0] is the BSP's; each grows down to [i][0] */
+
+/* Start-up notes kept until the console can print them (arch/ is below the console). */
+void arch_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+size_t arch_take_notes(char *out, size_t size);
 
 /* Running code on an AP (scenarios that need a second CPU). The function runs in the AP's L1
  * context with interrupts on; long-running work must poll g_work_cancel and return when set. */
@@ -98,8 +114,10 @@ typedef void (*irq_hook_fn)(struct trap_frame *f);
 void irq_set_hook(irq_hook_fn hook); /* NULL: no hook */
 void irq_other(struct trap_frame *f);
 
-/* Called by trap_dispatch for the timer vector. */
-void timer_tick(struct trap_frame *f);
+/* Every vector enters trap_dispatch (arch/trap.c): NMIs go to nmi_handle, the timer and the
+ * exceptions to the handlers the floor above registers (main.c), the rest get their EOI. */
+typedef void (*trap_handler_fn)(struct trap_frame *f);
+void trap_set_handlers(trap_handler_fn timer, trap_handler_fn exception);
 void trap_dispatch(struct trap_frame *f);
 
 /* A pointer through which L1 reaches physical memory that the boot-time identity map (the low

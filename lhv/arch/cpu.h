@@ -101,6 +101,18 @@ __attribute__((noreturn)) static inline void halt_forever(void)
         __asm__ volatile("cli; hlt");
 }
 
+/* IRET to the next instruction, same privilege level: ends the NMI blocking that an NMI handler
+ * left behind when it was abandoned by longjmp instead of returning (SDM Vol. 3A 6.7.1). */
+static inline void iret_to_self(void)
+{
+#ifdef __x86_64__
+    __asm__ volatile("mov %%ss, %%rax; push %%rax; push %%rsp; addq $8, (%%rsp); pushfq; mov %%cs, %%rax; push %%rax;"
+                     "lea 1f(%%rip), %%rax; push %%rax; iretq; 1:" ::: "rax", "memory", "cc");
+#else
+    __asm__ volatile("pushfl; push %%cs; push $1f; iretl; 1:" ::: "memory", "cc");
+#endif
+}
+
 struct desc_ptr {
     uint16_t limit;
     uintptr_t base;
@@ -131,6 +143,8 @@ READ_SEG(ds)
 READ_SEG(es)
 READ_SEG(fs)
 READ_SEG(gs)
+static inline void write_gdtr(const struct desc_ptr *d) { __asm__ volatile("lgdt %0" ::"m"(*d) : "memory"); }
+static inline void write_idtr(const struct desc_ptr *d) { __asm__ volatile("lidt %0" ::"m"(*d) : "memory"); }
 static inline uint16_t read_tr(void)
 {
     uint16_t v;

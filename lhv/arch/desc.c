@@ -60,7 +60,7 @@ void gdt_init_cpu(int cpu)
     set_tss_descriptor(cpu);
     struct desc_ptr p = { sizeof(g_gdt) - 1, (uintptr_t)g_gdt };
     __asm__ volatile("lgdt %0" ::"m"(p));
-    uint16_t tr = (uint16_t)(SEL_TSS_BASE + 8 * TSS_DESC_SLOTS * cpu);
+    uint16_t tr = tss_selector(cpu);
     __asm__ volatile("ltr %0" ::"r"(tr));
 }
 
@@ -87,4 +87,17 @@ void idt_load(void)
 }
 
 uintptr_t tss_base(int cpu) { return (uintptr_t)&g_tss[cpu]; }
+
+uint16_t tss_selector(int cpu) { return (uint16_t)(SEL_TSS_BASE + 8 * TSS_DESC_SLOTS * cpu); }
+
+/* A TSS descriptor made available for LTR without the rest of gdt_init_cpu (selftest=). */
+void tss_prepare(int cpu) { set_tss_descriptor(cpu); }
+
+/* LTR of a selector whose descriptor is marked busy faults (SDM Vol. 3A 8.2.4): clear the busy
+ * bit (type 0xb -> 0x9) in the GDT L1 runs on, then load it. */
+void tr_reload(uint16_t selector)
+{
+    g_gdt[selector / 8] &= ~(2ull << 40);
+    __asm__ volatile("ltr %0" ::"r"(selector));
+}
 uint32_t tss_limit(void) { return sizeof(struct tss) - 1; }

@@ -1,7 +1,6 @@
 /* Local APIC (xAPIC or x2APIC, whichever the firmware left on), and the clocks: TSC and the
  * LAPIC timer are both measured against PIT channel 2 once, on the BSP. */
 #include "arch/arch.h"
-#include "console/console.h"
 
 #define MSR_APIC_BASE 0x1b
 #define APIC_BASE_X2APIC (1u << 10)
@@ -106,6 +105,27 @@ void lapic_init_cpu(bool bsp)
 
 void lapic_start_bsp_timer(void) { lapic_start_timer(TIMER_HZ); }
 
+/* The timer's programming (not its current count), for the runner's check that a scenario left
+ * it as it was: a stopped or slowed BSP timer is a watchdog that no longer bites. */
+struct lapic_timer_state lapic_timer_read(void)
+{
+    struct lapic_timer_state t = { lapic_read(LAPIC_LVT_TIMER), lapic_read(LAPIC_TIMER_INIT),
+                                   lapic_read(LAPIC_TIMER_DIV) };
+    return t;
+}
+
+/* Writing the initial count restarts the count down (SDM Vol. 3A 11.5.4). */
+void lapic_timer_write(const struct lapic_timer_state *t)
+{
+    lapic_write(LAPIC_TIMER_DIV, t->divide);
+    lapic_write(LAPIC_LVT_TIMER, t->lvt);
+    lapic_write(LAPIC_TIMER_INIT, t->initial_count);
+}
+
+/* An NMI to this CPU by its own APIC ID (the self shorthand is not valid with NMI delivery,
+ * SDM Vol. 3A 11.6.1): fixed destination, delivery mode NMI, level assert. */
+void lapic_send_self_nmi(void) { lapic_send_ipi(lapic_id(), 0x4400); }
+
 /* PIT channel 2 counts 11932 ticks of 1.193182 MHz = 10 ms with its gate, independent of IRQs. */
 static bool pit_wait_10ms(uint64_t *tsc_delta, uint32_t *lapic_delta)
 {
@@ -142,8 +162,7 @@ void timers_calibrate(void)
     struct cpuid_regs r = cpuid(0x16, 0);
     g_tsc_hz = (r.eax ? r.eax : 1000) * 1000000ull;
     g_lapic_ticks_per_10ms = (r.ecx ? r.ecx : 100) * 10000u / 16;
-    lhv_printf("LHV NOTE: PIT did not count; assuming TSC %llu Hz from CPUID 0x16\n",
-               (unsigned long long)g_tsc_hz);
+    arch_note("LHV NOTE: PIT did not count; assuming TSC %llu Hz from CPUID 0x16", (unsigned long long)g_tsc_hz);
 }
 
 uint64_t tsc_to_ms(uint64_t tsc_delta) { return g_tsc_hz ? tsc_delta / (g_tsc_hz / 1000) : 0; }

@@ -1,29 +1,15 @@
 /* Bringing up the application processors: APIC IDs from the ACPI MADT, then INIT-SIPI-SIPI
- * (SDM Vol. 3A 9.4.4.1) one CPU at a time, each with its own stack. */
+ * (SDM Vol. 3A 9.4.4.1) one CPU at a time, each with its own stack. What else an AP must do
+ * before it is online (enter VMX operation) is handed in from above by smp_boot_aps(). */
 #include "arch/arch.h"
-#include "console/console.h"
-#include "vmx/vmx.h"
 
-struct percpu g_cpus[MAX_CPUS];
-int g_cpu_count = 1;
 uint8_t g_cpu_stacks[MAX_CPUS][CPU_STACK_SIZE] __attribute__((aligned(16)));
 
 extern const uint8_t ap_trampoline_start[], ap_trampoline_end[];
 extern volatile uint64_t ap_boot_stack;
 extern volatile uint32_t ap_boot_cpu;
 
-struct percpu *this_cpu(void) { return &g_cpus[this_cpu_index()]; }
-
-int this_cpu_index(void)
-{
-    if (g_cpu_count <= 1)
-        return 0;
-    uint32_t id = lapic_id();
-    for (int i = 0; i < g_cpu_count; i++)
-        if (g_cpus[i].apic_id == id)
-            return i;
-    return 0;
-}
+static ap_setup_fn g_ap_setup;
 
 /* Work for the APs: one slot per CPU, posted by the BSP, woken by an IPI. */
 struct cpu_work {
@@ -90,9 +76,8 @@ void ap_main(int index)
     gdt_init_cpu(index);
     idt_load();
     lapic_init_cpu(false);
-    char why[80];
-    if (g_vmx.usable && !vmx_cpu_enable(cpu, why, sizeof(why)))
-        lhv_printf("LHV NOTE: cpu%d: %s\n", index, why);
+    if (g_ap_setup)
+        g_ap_setup(cpu);
     cpu->online = true;
     ap_work_loop(cpu);
 }
@@ -114,8 +99,9 @@ static bool start_ap(int index)
     return cpu->online;
 }
 
-void smp_boot_aps(void)
+void smp_boot_aps(ap_setup_fn setup)
 {
+    g_ap_setup = setup;
     uint32_t ids[MAX_CPUS];
     int found = acpi_collect_apic_ids(ids, MAX_CPUS);
     uint32_t bsp_id = lapic_id();
@@ -132,7 +118,7 @@ void smp_boot_aps(void)
         g_cpu_count++; /* counted before start so that this_cpu_index() finds the AP */
         if (!start_ap(index)) {
             g_cpu_count--;
-            lhv_printf("LHV NOTE: cpu with APIC ID %u did not start\n", ids[i]);
+            arch_note("LHV NOTE: cpu with APIC ID %u did not start", ids[i]);
         }
     }
 }

@@ -4,7 +4,6 @@
  * for large pages; above it 2 MiB pages (when the CPU has them) up to 4 GiB.
  */
 #include "options.h"
-#include "scenario.h"
 #include "vmx/vmx.h"
 
 #define EPT_LARGE (1ull << 7)
@@ -97,5 +96,5 @@ void ept_invalidate(struct ept *ept)
         return;
     int rc = (g_vmx.ept_vpid & EPT_CAP_INVEPT_SINGLE) ? vmx_invept(1, ept->eptp) : vmx_invept(2, 0);
     if (rc != VMX_OK)
-        scenario_abort(VERDICT_ERROR, "INVEPT failed: status %d", rc);
+        vmx_fail("INVEPT failed: status %d", rc);
 }

@@ -1,5 +1,4 @@
 /* Zeroed pages for VMCSs, EPT tables and bitmaps; everything is returned between scenarios. */
-#include "scenario.h"
 #include "vmx/vmx.h"
 
 #define POOL_PAGES 384
@@ -9,7 +8,7 @@ static size_t g_pool_used;
 void *page_alloc(void)
 {
     if (g_pool_used >= POOL_PAGES)
-        scenario_abort(VERDICT_ERROR, "page pool exhausted (%u pages)", POOL_PAGES);
+        vmx_fail("page pool exhausted (%u pages)", POOL_PAGES);
     void *page = g_pool[g_pool_used++];
     memset(page, 0, PAGE_SIZE);
     return page;

@@ -5,7 +5,6 @@
 #include "console/console.h"
 #include "guest/guest.h"
 #include "options.h"
-#include "scenario.h"
 #include "vmx/vmx.h"
 
 struct vcpu *volatile g_running_vcpu;
@@ -23,8 +22,8 @@ static uint32_t adjust_controls(const char *name, uint64_t caps, uint32_t want)
 {
     uint32_t value = (want | (uint32_t)caps) & (uint32_t)(caps >> 32);
     if ((value & want) != want)
-        scenario_abort(VERDICT_ERROR, "%s control bits 0x%x not allowed (MSR 0x%llx)", name,
-                       want & ~value, (unsigned long long)caps);
+        vmx_fail("%s control bits 0x%x not allowed (MSR 0x%llx)", name, want & ~value,
+                 (unsigned long long)caps);
     return value;
 }
 
@@ -72,7 +71,7 @@ static bool want_load_efer(const struct guest_config *cfg)
     uint32_t both = EXIT_LOAD_EFER | EXIT_SAVE_EFER;
     bool available = ALLOWED1(g_vmx.entry, ENTRY_LOAD_EFER) && ALLOWED1(g_vmx.exit, both) == both;
     if (cfg->mode == GUEST_MODE_PAE32 && sizeof(uintptr_t) == 8 && !available)
-        scenario_abort(VERDICT_ERROR, "a 32-bit guest under a 64-bit L1 needs the EFER load controls");
+        vmx_fail("a 32-bit guest under a 64-bit L1 needs the EFER load controls");
     return available;
 }
 
@@ -172,7 +171,7 @@ static void setup_guest_state(const struct guest_config *cfg)
 void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg)
 {
     if (vmcs_clear(v->vmcs_phys) != VMX_OK || vmcs_load(v->vmcs_phys) != VMX_OK)
-        scenario_abort(VERDICT_ERROR, "VMCLEAR/VMPTRLD of a fresh VMCS failed");
+        vmx_fail("VMCLEAR/VMPTRLD of a fresh VMCS failed");
     v->launched = false;
     setup_controls(cfg);
     if (cfg->msr_bitmap) {
@@ -302,54 +301,4 @@ void vmx_after_scenario(void)
         for (int i = 0; i < g_scenario_vmcs_count; i++)
             vmcs_clear(g_scenario_vmcs[i]);
     g_scenario_vmcs_count = 0;
-}
-
-/* A VM-entry failure while loading guest state comes back as an exit with bit 31 set. */
-static bool entry_succeeded(struct scenario *s, const struct vmx_exit *e)
-{
-    if (!(e->reason & (1u << 31)))
-        return true;
-    return scenario_error(s, "VM entry failed: exit reason %u (%s), qualification 0x%llx", e->reason & 0xffff,
-                          exit_reason_name(e->reason), (unsigned long long)e->qualification);
-}
-
-/* Run L2 and check the exit reason. A failed VM entry means the scenario's own setup is wrong
- * (ERROR); a different exit is what the scenario checks (BAD, with what was seen). */
-bool vcpu_entered(struct scenario *s, struct vcpu *v, int rc)
-{
-    if (rc != VMX_OK)
-        return scenario_error(s, "VM entry failed: %s, VM-instruction error %u",
-                              rc == VMX_FAIL_INVALID ? "VMfailInvalid" : "VMfailValid", v->entry_error);
-    return entry_succeeded(s, &v->exit);
-}
-
-bool vcpu_run_entered(struct scenario *s, struct vcpu *v) { return vcpu_entered(s, v, vcpu_run(v)); }
-
-bool vcpu_run_expect(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
-{
-    return vcpu_run_entered(s, v) && vcpu_check_exit(s, v, expected_reason);
-}
-
-bool vcpu_check_exit(struct scenario *s, struct vcpu *v, uint32_t expected_reason)
-{
-    struct vmx_exit *e = &v->exit;
-    if (!entry_succeeded(s, e))
-        return false;
-    if ((e->reason & 0xffff) == expected_reason)
-        return true;
-    return scenario_bad(s, "expected %s exit (%u), observed %s exit (%u) at guest rip 0x%llx, interruption info 0x%x",
-                        exit_reason_name(expected_reason), expected_reason, exit_reason_name(e->reason),
-                        e->reason & 0xffff, (unsigned long long)e->guest_rip, e->interruption_info);
-}
-
-bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call)
-{
-    if (!vcpu_run_expect(s, v, EXIT_VMCALL))
-        return false;
-    if (v->regs.rax != call)
-        return scenario_bad(s, "expected VMCALL 0x%llx from the guest, observed VMCALL 0x%llx at rip 0x%llx",
-                            (unsigned long long)call, (unsigned long long)v->regs.rax,
-                            (unsigned long long)v->exit.guest_rip);
-    vcpu_skip_instruction(v);
-    return true;
 }

@@ -1,6 +1,5 @@
 /* VMX operation of each CPU, the VMX instructions, and the checked VMCS accessors. */
 #include "console/console.h"
-#include "scenario.h"
 #include "vmx/vmx.h"
 
 const struct vmcs_field_info g_vmcs_fields[] = {
@@ -118,13 +117,30 @@ uint32_t vmx_instruction_error(void)
     return vmx_vmread(VMCS_VM_INSTRUCTION_ERROR, &err) == VMX_OK ? (uint32_t)err : 0xffffffffu;
 }
 
+static vmx_failure_fn g_failure_handler;
+
+void vmx_set_failure_handler(vmx_failure_fn handler) { g_failure_handler = handler; }
+
+void vmx_fail(const char *fmt, ...)
+{
+    char reason[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (g_failure_handler)
+        g_failure_handler(reason);
+    lhv_printf("LHV ERROR: %s (no failure handler registered)\n", reason);
+    halt_forever();
+}
+
 uint64_t vmcs_read(enum vmcs_field field)
 {
     uint64_t v;
     int rc = vmx_vmread(field, &v);
     if (rc != VMX_OK)
-        scenario_abort(VERDICT_ERROR, "VMREAD %s (0x%x) failed: status %d, VM-instruction error %u",
-                       field_name(field), field, rc, rc == VMX_FAIL_VALID ? vmx_instruction_error() : 0);
+        vmx_fail("VMREAD %s (0x%x) failed: status %d, VM-instruction error %u",
+                 field_name(field), field, rc, rc == VMX_FAIL_VALID ? vmx_instruction_error() : 0);
     return v;
 }
 
@@ -132,9 +148,9 @@ void vmcs_write(enum vmcs_field field, uint64_t value)
 {
     int rc = vmx_vmwrite(field, value);
     if (rc != VMX_OK)
-        scenario_abort(VERDICT_ERROR, "VMWRITE %s (0x%x) = 0x%llx failed: status %d, VM-instruction error %u",
-                       field_name(field), field, (unsigned long long)value, rc,
-                       rc == VMX_FAIL_VALID ? vmx_instruction_error() : 0);
+        vmx_fail("VMWRITE %s (0x%x) = 0x%llx failed: status %d, VM-instruction error %u",
+                 field_name(field), field, (unsigned long long)value, rc,
+                 rc == VMX_FAIL_VALID ? vmx_instruction_error() : 0);
 }
 
 const char *exit_reason_name(uint32_t reason)

@@ -147,9 +147,16 @@ int vmx_invvpid(uint64_t type, uint64_t desc_low, uint64_t linear);
 uint32_t vmx_instruction_error(void);
 
 /* Checked accessors: a failure here is a bug in the scenario's setup, so the scenario ends
- * with ERROR naming the field. */
+ * with ERROR naming the field (through vmx_fail()). */
 uint64_t vmcs_read(enum vmcs_field field);
 void vmcs_write(enum vmcs_field field, uint64_t value);
+
+/* A failure the VMX floor cannot go on from (a checked VMREAD/VMWRITE, a control the CPU does
+ * not allow, an exhausted page pool): it is handed to the handler the runner registered, which
+ * does not return (it ends the scenario with ERROR). The VMX floor never judges a scenario. */
+typedef void (*vmx_failure_fn)(const char *reason) __attribute__((noreturn));
+void vmx_set_failure_handler(vmx_failure_fn handler);
+__attribute__((noreturn)) void vmx_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* General-purpose registers of L2, in the order vmentry.S uses. */
 struct guest_regs {
@@ -210,6 +217,8 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg);
  * Returns VMX_OK with v->exit filled, or the VMfail status of the entry. */
 int vcpu_run(struct vcpu *v);
 void vcpu_skip_instruction(struct vcpu *v);
+/* The judging helpers below take the scenario and record its verdict: they live on the runner
+ * floor (lhv/expect.c) and are declared here, where the scenarios have always found them. */
 struct scenario;
 /* vcpu_run(); a failed VM entry (VMfail, or exit reason bit 31) is the scenario's ERROR. */
 bool vcpu_run_entered(struct scenario *s, struct vcpu *v);
@@ -233,6 +242,8 @@ void vcpu_set_controls(uint32_t field, uint32_t set_bits, uint32_t clear_bits);
 extern struct vcpu *volatile g_running_vcpu;
 /* Remember a VMCS made by hand so the runner VMCLEARs it after the scenario. */
 void vcpu_track_vmcs(uint64_t phys);
+/* After each scenario (runner): VMX operation back on this CPU, the scenario's VMCSs cleared. */
+void vmx_after_scenario(void);
 
 /* EPT (SDM 29.3): identity map of the low 4 GiB, write-back, built from the page pool. */
 struct ept {
