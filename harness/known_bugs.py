@@ -58,6 +58,19 @@ KNOWN_BUGS = (
                   "Bochs' own change log)",
         summary="Bochs 2.7: MTF offered but no MTF VM exit",
     ),
+    KnownBug(
+        scenario="ept_ad_pml",
+        target="bochs",
+        cpu_model=("corei7_skylake_x", "tigerlake", "corei7_icelake_u"),
+        version="2.7*",
+        verdict="BAD",
+        reference="Bochs GitHub issue #217 (https://github.com/bochs-emu/Bochs/issues/217): "
+                  "vmx_page_modification_logging() in cpu/vmexit.cc wrote the full guest-physical "
+                  "address into the page-modification log, not the 4 KiB-aligned one SDM 29.3.6 "
+                  "requires; fixed by commit 9fc53de18 \"VMX: PML address saved should be always 4K "
+                  "aligned\" (2024-01-13, LPFOf(guest_paddr)), first released in Bochs 2.8",
+        summary="Bochs 2.7: PML logs unaligned guest-physical addresses",
+    ),
 )
 
 
