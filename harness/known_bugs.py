@@ -104,6 +104,33 @@ KNOWN_BUGS = (
                   "masked and no exit comes. 2.7 to master 783b58fd6; not fixed in any release",
         summary="Bochs: no external-interrupt exit while the guest's IF=0",
     ),
+    KnownBug(
+        scenario="ept_ad_pml",
+        target="bochs",
+        cpu_model=("corei7_skylake_x", "tigerlake", "corei7_icelake_u"),
+        version="2.7*",
+        verdict="BAD",
+        reference="Bochs GitHub issue #217 (https://github.com/bochs-emu/Bochs/issues/217): "
+                  "vmx_page_modification_logging() in cpu/vmexit.cc wrote the full guest-physical "
+                  "address into the page-modification log, not the 4 KiB-aligned one SDM 29.3.6 "
+                  "requires; fixed by commit 9fc53de18 \"VMX: PML address saved should be always 4K "
+                  "aligned\" (2024-01-13, LPFOf(guest_paddr)), first released in Bochs 2.8",
+        summary="Bochs 2.7: PML logs unaligned guest-physical addresses",
+    ),
+    KnownBug(
+        scenario="tsc_offset",
+        target="bochs",
+        cpu_model=("*",),
+        version="*",
+        verdict="BAD",
+        reference="no upstream report found: harness/bochs-reports/vmexit-store-tsc.md. "
+                  "VMexit() in cpu/vmx.cc calls StoreMSRs() while still in guest context, and "
+                  "rdmsr(IA32_TSC) (cpu/msr.cc, get_TSC_VMXAdjust / get_Virtual_TSC) applies the "
+                  "TSC offset and multiplier, so the VM-exit MSR-store list gets L2's TSC instead "
+                  "of the TSC itself (SDM 28.4; kvm-unit-tests vmx_store_tsc_test). Present in "
+                  "2.7, 3.0 and master (2026-08); not fixed in any release",
+        summary="Bochs: IA32_TSC in the VM-exit MSR-store list saved with the TSC offset applied",
+    ),
 )
 
 

@@ -14,6 +14,7 @@
     X(GUEST_GS_SELECTOR, 0x080a)                     \
     X(GUEST_LDTR_SELECTOR, 0x080c)                   \
     X(GUEST_TR_SELECTOR, 0x080e)                     \
+    X(PML_INDEX, 0x0812)                             \
     X(HOST_ES_SELECTOR, 0x0c00)                      \
     X(HOST_CS_SELECTOR, 0x0c02)                      \
     X(HOST_SS_SELECTOR, 0x0c04)                      \
@@ -27,10 +28,12 @@
     X(EXIT_MSR_STORE_ADDR, 0x2006)                   \
     X(EXIT_MSR_LOAD_ADDR, 0x2008)                    \
     X(ENTRY_MSR_LOAD_ADDR, 0x200a)                   \
+    X(PML_ADDRESS, 0x200e)                           \
     X(TSC_OFFSET, 0x2010)                            \
     X(VMFUNC_CONTROLS, 0x2018)                       \
     X(EPT_POINTER, 0x201a)                           \
     X(EPTP_LIST_ADDR, 0x2024)                        \
+    X(TSC_MULTIPLIER, 0x2032)                        \
     X(GUEST_PHYSICAL_ADDRESS, 0x2400)                \
     X(VMCS_LINK_POINTER, 0x2800)                     \
     X(GUEST_IA32_DEBUGCTL, 0x2802)                   \
