@@ -23,10 +23,10 @@ static struct {
 static const char *skip_hint(const char *reason)
 {
     if (strstr(reason, "disabled by firmware"))
-        return " - enable Intel VT-x in the firmware setup";
+        return "enable Intel VT-x in the firmware setup";
     if (strstr(reason, "VMX not supported"))
-        return " - no VMX: another CPU, or turn on nested VMX in the hypervisor below";
-    return "";
+        return "no VMX: use another CPU, or turn on nested VMX in the hypervisor below";
+    return NULL;
 }
 
 static char *next_row(void) { return g_report.nrows < MAX_ROWS ? g_report.rows[g_report.nrows++] : NULL; }
@@ -41,7 +41,8 @@ static void add_failure_rows(const struct run_totals *t)
     }
 }
 
-/* Skips that share a reason become one row: "12 skipped: <reason> - <hint>". */
+/* Skips that share a reason become one row, "12 skipped: <reason>", followed by what to do
+ * about it where the cause is a common one ("  -> <hint>"). */
 static void add_skip_rows(const struct run_totals *t)
 {
     for (int i = 0; i < t->result_count; i++) {
@@ -59,9 +60,12 @@ static void add_skip_rows(const struct run_totals *t)
         if (seen || !(row = next_row()))
             continue;
         if (same > 1)
-            snprintf(row, ROW_SIZE, "%d skipped: %s%s", same, r->reason, skip_hint(r->reason));
+            snprintf(row, ROW_SIZE, "%d skipped: %s", same, r->reason);
         else
-            snprintf(row, ROW_SIZE, "SKIP %s: %s%s", r->id, r->reason, skip_hint(r->reason));
+            snprintf(row, ROW_SIZE, "SKIP %s: %s", r->id, r->reason);
+        const char *hint = skip_hint(r->reason);
+        if (hint && (row = next_row()))
+            snprintf(row, ROW_SIZE, "  -> %s", hint);
     }
 }
 
