@@ -213,7 +213,8 @@ def apply_screen(rec, j, rows, kind, error="", reg=None):
             scrn.update(checked=True, ok=False, reason=error or "no screen read back")
         else:
             ok, why, facts = scr.check(rows, j.image_result,
-                                       {s.id: s.verdict for s in j.scenarios})
+                                       {s.id: s.verdict for s in j.scenarios},
+                                       {s.id: s.reason for s in j.scenarios})
             scrn.update(checked=True, ok=ok, reason=why, **facts)
     if rows is not None:
         scrn["text"] = rows

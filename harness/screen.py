@@ -19,6 +19,11 @@ RE_SCREEN_RESULT = re.compile(r"LHV RESULT: (GOOD|BAD|SKIP|ERROR|CRASH)\b")
 RE_SCREEN_FAILED = re.compile(r"FAILED ([a-z0-9_]+): (BAD|ERROR|TIMEOUT)\b")
 # When the failed list does not fit, the image's last row says how many it left out.
 RE_SCREEN_MORE = re.compile(r"\.\.\. and (\d+) more")
+# The final screen's other rows (lhv/report.c): "GOOD <id>", "SKIP <id>: <reason>",
+# "<n> skipped: <reason>" (skips sharing a reason), each cut at the screen's width.
+RE_SCREEN_GOOD = re.compile(r"^GOOD ([a-z0-9_]+)\s*$")
+RE_SCREEN_SKIP = re.compile(r"^SKIP ([a-z0-9_]+): (.*?)\s*$")
+RE_SCREEN_SKIPPED = re.compile(r"^(\d+) skipped: (.*?)\s*$")
 
 
 def _printable(code):
@@ -152,36 +157,67 @@ def render_text(rows, font, w=None, h=None, fg=(0xc0, 0xc0, 0xc0), bg=(0, 0, 0))
 
 
 def screen_facts(rows):
-    """What the screen says: last RESULT verdict and the FAILED set."""
-    result = None
-    failed = {}
-    more = 0
+    """What the screen says: last RESULT verdict, the FAILED set, the "... and N more" count,
+    and the final screen's GOOD / SKIP / grouped-skip rows."""
+    facts = {"result": None, "failed": {}, "more": 0, "good": [], "skip": {}, "skipped": []}
     for row in rows:
         for m in RE_SCREEN_RESULT.finditer(row):
-            result = m.group(1)
+            facts["result"] = m.group(1)
         for m in RE_SCREEN_FAILED.finditer(row):
-            failed[m.group(1)] = m.group(2)
+            facts["failed"][m.group(1)] = m.group(2)
         for m in RE_SCREEN_MORE.finditer(row):
-            more = int(m.group(1))
-    return result, failed, more
+            facts["more"] = int(m.group(1))
+        line = row.strip()
+        m = RE_SCREEN_GOOD.match(line)
+        if m:
+            facts["good"].append(m.group(1))
+        m = RE_SCREEN_SKIP.match(line)
+        if m:
+            facts["skip"][m.group(1)] = m.group(2)
+        m = RE_SCREEN_SKIPPED.match(line)
+        if m:
+            facts["skipped"].append((int(m.group(1)), m.group(2)))
+    return facts
 
 
-def check(rows, serial_result, serial_tests):
+def _reason_shown(shown, reason):
+    """A reason on the screen is the serial one, cut at the screen's width."""
+    return bool(shown) and (reason or "").startswith(shown.rstrip())
+
+
+def _check_other_rows(facts, serial_tests, serial_reasons, problems):
+    for sid in facts["good"]:
+        if serial_tests.get(sid) != "GOOD":
+            problems.append("screen says GOOD %s, serial says %s" % (sid, serial_tests.get(sid)))
+    for sid, shown in facts["skip"].items():
+        if serial_tests.get(sid) != "SKIP" or (serial_reasons and not _reason_shown(shown, serial_reasons.get(sid))):
+            problems.append("screen says SKIP %s: %s; serial says %s" % (sid, shown, serial_tests.get(sid)))
+    for count, shown in facts["skipped"]:
+        alike = [sid for sid, v in serial_tests.items() if v == "SKIP"
+                 and (not serial_reasons or _reason_shown(shown, serial_reasons.get(sid)))]
+        if len(alike) != count:
+            problems.append("screen says %d skipped: %s; serial has %d such skips" % (count, shown, len(alike)))
+
+
+def check(rows, serial_result, serial_tests, serial_reasons=None):
     """Compare the screen with serial.
 
-    serial_tests: {id: verdict}.  Returns (ok, reason, facts dict).
+    serial_tests: {id: verdict}; serial_reasons: {id: reason} (optional).
+    Returns (ok, reason, facts dict).
     """
-    result, failed, more = screen_facts(rows)
+    facts = screen_facts(rows)
+    result, failed, more = facts["result"], facts["failed"], facts["more"]
     want = {sid: v for sid, v in serial_tests.items() if v in FAILED_VERDICTS}
-    facts = {"result": result, "failed": failed, "more": more}
     problems = []
     if result is None:
         problems.append("no 'LHV RESULT:' line on the screen")
     elif result != serial_result:
         problems.append("screen says RESULT %s, serial says %s" % (result, serial_result))
-    if more:
-        # A shortened list: what is shown must be true, and shown + left out = all failures.
-        if not set(failed.items()) <= set(want.items()) or len(failed) + more != len(want):
+    # Failures come first: once a GOOD or SKIP row is shown, every failure must be shown.
+    others_shown = facts["good"] or facts["skip"] or facts["skipped"]
+    if more and not others_shown:
+        # A shortened list: what is shown must be true, and shown + left out covers all failures.
+        if not set(failed.items()) <= set(want.items()) or len(failed) + more < len(want):
             problems.append("screen lists %d FAILED and %d more, serial has %d failures (%s)"
                             % (len(failed), more, len(want), ", ".join(sorted(want))))
     elif failed != want:
@@ -193,6 +229,7 @@ def check(rows, serial_result, serial_tests):
         if extra:
             problems.append("shown as FAILED on screen but not on serial: %s"
                             % ", ".join("%s: %s" % e for e in extra))
+    _check_other_rows(facts, serial_tests, serial_reasons, problems)
     return (not problems), "; ".join(problems), facts
 
 

@@ -400,7 +400,7 @@ def _qemu_screen(mon, spec, rundir, font):
 def _screen_agrees(rows, serial_path):
     p = parse_log(serial_path.read_bytes())
     if p.result is None:
-        return scr.screen_facts(rows)[0] is not None
+        return scr.screen_facts(rows)["result"] is not None
     return scr.check(rows, p.result, {t.id: t.verdict for t in p.tests})[0]
 
 

@@ -181,16 +181,9 @@ void run_end(enum verdict result)
                (unsigned long long)tsc_to_ms(now - g_tsc_start));
     lhv_printf("LHV SUMMARY: %d good, %d bad, %d skipped, %d error\n", t->good, t->bad, t->skipped, t->error);
     lhv_printf("LHV RESULT: %s\n", verdict_name(result));
-    static char result_line[40], summary_line[80];
-    snprintf(result_line, sizeof(result_line), "LHV RESULT: %s", verdict_name(result));
-    snprintf(summary_line, sizeof(summary_line), "LHV SUMMARY: %d good, %d bad, %d skipped, %d error", t->good,
-             t->bad, t->skipped, t->error);
-    const char *header[2] = { result_line, summary_line };
-    const char *failed[RUN_MAX_FAILED];
-    for (int i = 0; i < t->failed_count; i++)
-        failed[i] = t->failed[i];
-    static const enum screen_color colors[] = { COLOR_GOOD, COLOR_WARN, COLOR_WARN, COLOR_BAD, COLOR_BAD, COLOR_BAD };
-    screen_final(verdict_name(result), colors[result], header, 2, failed, t->failed_count, t->bad + t->error);
+    char caps[400];
+    vmx_format_caps(caps, sizeof(caps));
+    report_final_screen(result, g_banner, caps);
     serial_drain();
     emulator_exit(result);
     halt_forever();

@@ -312,7 +312,7 @@ static void run_one(const struct lhv_scenario_def *d)
         lhv_printf("TEST %s: GOOD\n", d->id);
     else
         lhv_printf("TEST %s: %s (%s)\n", d->id, verdict_name(v), g_current.reason);
-    totals_add(&g_totals, d->id, v);
+    totals_add(&g_totals, d->id, v, g_current.reason);
 }
 
 /* selftest=<name>[,<name>...]: each self-test in turn, before the selected scenarios. Names are
@@ -386,15 +386,19 @@ enum verdict run_result(const struct run_totals *t)
 
 struct run_totals *run_totals(void) { return &g_totals; }
 
-void totals_add(struct run_totals *t, const char *id, enum verdict v)
+void totals_add(struct run_totals *t, const char *id, enum verdict v, const char *reason)
 {
     t->count++;
     switch (v) {
-    case VERDICT_GOOD: t->good++; return;
-    case VERDICT_SKIP: t->skipped++; return;
+    case VERDICT_GOOD: t->good++; break;
+    case VERDICT_SKIP: t->skipped++; break;
     case VERDICT_ERROR: t->error++; break;
     default: t->bad++; break;
     }
-    if (t->failed_count < RUN_MAX_FAILED)
-        snprintf(t->failed[t->failed_count++], sizeof(t->failed[0]), "FAILED %s: %s", id, verdict_name(v));
+    if (t->result_count >= RUN_MAX_RESULTS)
+        return;
+    struct scenario_result *r = &t->results[t->result_count++];
+    strlcpy(r->id, id, sizeof(r->id));
+    r->verdict = v;
+    strlcpy(r->reason, v == VERDICT_GOOD ? "" : reason, sizeof(r->reason));
 }

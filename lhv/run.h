@@ -5,15 +5,21 @@
 #include "options.h"
 #include "scenario.h"
 
-#define RUN_MAX_FAILED 24
+/* What each scenario said, in run order, for the final screen and its QR code (report.c). */
+#define RUN_MAX_RESULTS 64
+struct scenario_result {
+    char id[40];
+    enum verdict verdict;
+    char reason[160]; /* empty for GOOD; cut to this size */
+};
 struct run_totals {
     int count, good, bad, skipped, error; /* bad counts TIMEOUT too */
-    int failed_count;
-    char failed[RUN_MAX_FAILED][64]; /* "FAILED <id>: <VERDICT>", also drawn on the screen */
+    int result_count;
+    struct scenario_result results[RUN_MAX_RESULTS];
 };
 
 const char *verdict_name(enum verdict v);
-void totals_add(struct run_totals *t, const char *id, enum verdict v);
+void totals_add(struct run_totals *t, const char *id, enum verdict v, const char *reason);
 enum verdict run_result(const struct run_totals *t);
 struct run_totals *run_totals(void);
 
@@ -23,6 +29,10 @@ __attribute__((noreturn)) void run_end(enum verdict result);
 /* main.c hands run_end down before anything can fail: the runner ends the run through it. */
 typedef void (*run_end_fn)(enum verdict result) __attribute__((noreturn));
 void runner_init(run_end_fn end);
+
+/* The final screen: large verdict, summary, a row per scenario, a QR code of the whole result
+ * (report.c). banner and caps are the run's first two lines. */
+void report_final_screen(enum verdict result, const char *banner, const char *caps);
 
 void runner_watchdog(uintptr_t interrupted_ip);
 void runner_on_exception(const char *what);

@@ -61,7 +61,8 @@ def test_vga_text_decode():
     assert len(rows) == 25
     assert rows[:len(FINAL)] == FINAL
     assert rows[20] == ""
-    assert S.screen_facts(rows) == ("BAD", {"ept_basic": "BAD"}, 0)
+    facts = S.screen_facts(rows)
+    assert (facts["result"], facts["failed"], facts["more"]) == ("BAD", {"ept_basic": "BAD"}, 0)
 
 
 def test_shortened_failed_list():
@@ -115,6 +116,15 @@ def test_ppm_header_with_comment_and_errors():
     (FINAL + ["FAILED msr_lists: ERROR"], "BAD", {"ept_basic": "BAD", "msr_lists": "GOOD"},
      False, "shown as FAILED on screen but not on serial: msr_lists: ERROR"),
     (["LHV RESULT: SKIP"], "SKIP", {"a": "SKIP", "b": "GOOD"}, True, ""),
+    # The final screen's other rows (lhv/report.c) are checked too.
+    (["LHV RESULT: GOOD", "GOOD b", "SKIP a: no MTF"], "GOOD", {"a": "SKIP", "b": "GOOD"}, True, ""),
+    (["LHV RESULT: GOOD", "GOOD a"], "GOOD", {"a": "SKIP", "b": "GOOD"}, False, "screen says GOOD a"),
+    (["LHV RESULT: GOOD", "2 skipped: VMX not supp"], "GOOD", {"a": "SKIP", "c": "SKIP", "b": "GOOD"}, True, ""),
+    (["LHV RESULT: GOOD", "3 skipped: VMX not supp"], "GOOD", {"a": "SKIP", "c": "SKIP", "b": "GOOD"}, False,
+     "screen says 3 skipped"),
+    # Failures come first: a GOOD row shown while a failure is left out is caught.
+    (["LHV RESULT: BAD", "GOOD b", "... and 1 more"], "BAD", {"a": "BAD", "b": "GOOD", "c": "GOOD"}, False,
+     "not shown as FAILED"),
 ])
 def test_screen_check(rows, result, tests, ok, why):
     got_ok, got_why, _ = S.check(rows, result, tests)

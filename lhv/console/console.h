@@ -27,7 +27,17 @@ void screen_set_status(const char *scenario_id);
 void screen_heartbeat(void); /* called from the BSP timer interrupt */
 
 enum screen_color { COLOR_GOOD, COLOR_BAD, COLOR_WARN, COLOR_TEXT };
-void screen_final(const char *verdict, enum screen_color color, const char *const *header, int nheader,
-                  const char *const *failed, int nfailed_known, int nfailed_total);
+struct screen_final_report {
+    const char *verdict;
+    enum screen_color color;
+    const char *const *header; /* the RESULT and SUMMARY lines */
+    int nheader;
+    const char *const *rows;   /* one per scenario (skips sharing a reason grouped), failures first */
+    int nrows;
+    /* Writes the complete result, shortened to at most capacity bytes, for the QR code;
+     * returns its length. NULL: no QR code. */
+    int (*qr_text)(char *buf, int capacity);
+};
+void screen_final(const struct screen_final_report *report);
 
 #endif

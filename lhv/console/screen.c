@@ -6,6 +6,7 @@
  */
 #include "arch/arch.h"
 #include "console/console.h"
+#include "console/qr.h"
 
 #define MAX_COLS 128
 #define MAX_ROWS 64
@@ -20,6 +21,8 @@ enum backend { SCREEN_NONE, SCREEN_VGA, SCREEN_FB };
 static struct {
     enum backend backend;
     uint32_t cols, rows;
+    uint32_t vga_stride; /* cells per VGA text line (cols may be narrowed for the final screen) */
+    uint32_t scale; /* framebuffer: each font pixel is scale x scale pixels */
     uint32_t cursor_col, cursor_row;
     volatile uint16_t *vga;
     struct framebuffer_info fb;
@@ -56,11 +59,11 @@ static void fb_draw_cell(uint32_t col, uint32_t row, uint16_t cell)
     const struct framebuffer_info *fb = &g_screen.fb;
     const uint8_t *glyph = &lhv_font8x16[(cell & 0xff) * 16];
     uint32_t fg = fb_color(g_palette[(cell >> 8) & 0xf]), bg = fb_color(g_palette[(cell >> 12) & 0xf]);
-    uint32_t bytes = fb->bpp / 8;
-    for (uint32_t y = 0; y < 16; y++) {
-        uint8_t *line = (uint8_t *)fb->mapped + (uintptr_t)(row * 16 + y) * fb->pitch + col * 8 * bytes;
-        for (uint32_t x = 0; x < 8; x++)
-            memcpy(line + x * bytes, (glyph[y] & (0x80 >> x)) ? &fg : &bg, bytes);
+    uint32_t bytes = fb->bpp / 8, k = g_screen.scale;
+    for (uint32_t y = 0; y < 16 * k; y++) {
+        uint8_t *line = (uint8_t *)fb->mapped + (uintptr_t)(row * 16 * k + y) * fb->pitch + col * 8 * k * bytes;
+        for (uint32_t x = 0; x < 8 * k; x++)
+            memcpy(line + x * bytes, (glyph[y / k] & (0x80 >> (x / k))) ? &fg : &bg, bytes);
     }
 }
 
@@ -71,7 +74,7 @@ static void put_cell(uint32_t col, uint32_t row, char c, uint8_t attr)
     uint16_t cell = (uint16_t)((uint8_t)c | attr << 8);
     g_screen.cells[row][col] = cell;
     if (g_screen.backend == SCREEN_VGA)
-        g_screen.vga[row * g_screen.cols + col] = cell;
+        g_screen.vga[row * g_screen.vga_stride + col] = cell;
     else if (g_screen.backend == SCREEN_FB)
         fb_draw_cell(col, row, cell);
 }
@@ -104,6 +107,7 @@ void screen_init_vga_text(uintptr_t addr, uint32_t cols, uint32_t rows)
     g_screen.vga = (volatile uint16_t *)addr;
     g_screen.cols = cols < MAX_COLS ? cols : MAX_COLS;
     g_screen.rows = rows < MAX_ROWS ? rows : MAX_ROWS;
+    g_screen.vga_stride = cols;
     outb(0x3d4, 0x0a); /* hide the hardware cursor */
     outb(0x3d5, 0x20);
     screen_reset();
@@ -115,8 +119,12 @@ void screen_init_framebuffer(const struct framebuffer_info *fb)
         return; /* only direct-color framebuffers L1 can reach are drawn; serial still works */
     g_screen.backend = SCREEN_FB;
     g_screen.fb = *fb;
-    g_screen.cols = fb->width / 8 < MAX_COLS ? fb->width / 8 : MAX_COLS;
-    g_screen.rows = fb->height / 16 < MAX_ROWS ? fb->height / 16 : MAX_ROWS;
+    /* Legible on laptop panels: 8x16 glyphs up to about 1000 lines, then doubled (1080p,
+     * 2560x1600), tripled from 1620 lines. */
+    g_screen.scale = fb->height >= 1000 ? fb->height / 540 : 1;
+    uint32_t cell_w = 8 * g_screen.scale, cell_h = 16 * g_screen.scale;
+    g_screen.cols = fb->width / cell_w < MAX_COLS ? fb->width / cell_w : MAX_COLS;
+    g_screen.rows = fb->height / cell_h < MAX_ROWS ? fb->height / cell_h : MAX_ROWS;
     fb_fill(0, 0, fb->width, fb->height, 0);
     screen_reset();
 }
@@ -213,53 +221,138 @@ void screen_heartbeat(void)
 }
 
 /* Large letters: each pixel of glyph rows 2-11 (where the VGA font draws capitals) becomes one
- * cell: a full block in VGA text, a filled 8x16 rectangle on a framebuffer. */
+ * cell: a full block in VGA text, a filled cell on a framebuffer. Where the row is too narrow
+ * (VGA text beside the QR code) two pixels share a cell, drawn with the half-block characters. */
 #define BIG_FIRST_ROW 2
 #define BIG_ROWS 10
+static char vga_pixel_pair(bool left, bool right)
+{
+    return left && right ? (char)0xdb : left ? (char)0xdd : right ? (char)0xde : ' ';
+}
+
 static void draw_big_word(const char *word, uint32_t top, uint8_t attr)
 {
     uint32_t len = (uint32_t)strlen(word);
-    uint32_t left = g_screen.cols > len * 9 ? (g_screen.cols - len * 9) / 2 : 0;
+    bool half = g_screen.backend == SCREEN_VGA && g_screen.cols < len * 9;
+    uint32_t pitch = half ? 5 : 9, width = half ? 4 : 8;
+    uint32_t left = g_screen.cols > len * pitch ? (g_screen.cols - len * pitch) / 2 : 0;
+    uint32_t k = g_screen.scale;
     for (uint32_t i = 0; i < len; i++) {
         const uint8_t *glyph = &lhv_font8x16[(uint8_t)word[i] * 16];
         for (uint32_t gy = 0; gy < BIG_ROWS; gy++)
-            for (uint32_t gx = 0; gx < 8; gx++) {
-                bool on = (glyph[BIG_FIRST_ROW + gy] & (0x80 >> gx)) != 0;
-                uint32_t col = left + i * 9 + gx, row = top + gy;
-                if (g_screen.backend == SCREEN_VGA)
-                    put_cell(col, row, on ? (char)0xdb : ' ', attr);
-                else if (on)
-                    fb_fill(col * 8, row * 16, 8, 16, g_palette[attr & 0xf]);
+            for (uint32_t cx = 0; cx < width; cx++) {
+                uint8_t bits = glyph[BIG_FIRST_ROW + gy];
+                uint32_t col = left + i * pitch + cx, row = top + gy;
+                if (half)
+                    put_cell(col, row, vga_pixel_pair(bits & (0x80 >> (2 * cx)), bits & (0x40 >> (2 * cx))), attr);
+                else if (g_screen.backend == SCREEN_VGA)
+                    put_cell(col, row, (bits & (0x80 >> cx)) ? (char)0xdb : ' ', attr);
+                else if (bits & (0x80 >> cx))
+                    fb_fill(col * 8 * k, row * 16 * k, 8 * k, 16 * k, g_palette[attr & 0xf]);
             }
     }
 }
 
-/* The final screen: the large verdict, the result and summary lines, then one "FAILED <id>:
- * <VERDICT>" line per failed scenario (in run order) for as many as fit, and "... and N more"
- * for the rest, so the harness can tell a shortened list from a wrong one. */
-void screen_final(const char *verdict, enum screen_color color, const char *const *header, int nheader,
-                  const char *const *failed, int nfailed_known, int nfailed_total)
+/* ---- QR code with the complete result ---- */
+
+/* VGA text: two modules per cell, one above the other (CP437 half blocks), black on white. */
+static void vga_draw_qr(uint32_t left, int size, int quiet)
+{
+    int span = size + 2 * quiet;
+    for (int cell_row = 0; cell_row * 2 < span; cell_row++)
+        for (int x = 0; x < span; x++) {
+            bool top = qr_module(x - quiet, cell_row * 2 - quiet);
+            bool bottom = cell_row * 2 + 1 < span && qr_module(x - quiet, cell_row * 2 + 1 - quiet);
+            /* Foreground black, background white: the glyph's set pixels are the dark modules. */
+            char c = top && bottom ? (char)0xdb : top ? (char)0xdf : bottom ? (char)0xdc : ' ';
+            put_cell(left + (uint32_t)x, (uint32_t)cell_row, c, 0xf0);
+        }
+}
+
+static void fb_draw_qr(uint32_t left_px, uint32_t top_px, uint32_t module_px, int size, int quiet)
+{
+    int span = size + 2 * quiet;
+    fb_fill(left_px, top_px, (uint32_t)span * module_px, (uint32_t)span * module_px, 0xffffff);
+    for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++)
+            if (qr_module(x, y))
+                fb_fill(left_px + (uint32_t)(x + quiet) * module_px, top_px + (uint32_t)(y + quiet) * module_px,
+                        module_px, module_px, 0x000000);
+}
+
+#define VGA_QR_QUIET 2 /* modules; the white border zbar and phones need around the symbol */
+#define FB_QR_QUIET 4
+#define FB_QR_MIN_MODULE_PX 2
+
+/* The largest version that fits the space; 0 when none does. */
+static int qr_version_for(int modules_available, int quiet)
+{
+    int v = (modules_available - 2 * quiet - 17) / 4;
+    return v < 1 ? 0 : v > QR_MAX_VERSION ? QR_MAX_VERSION : v;
+}
+
+/* Draws the QR code at the right edge; returns the text columns left of it. */
+static uint32_t draw_final_qr(const struct screen_final_report *r)
+{
+    static char text[3000];
+    int version, len;
+    if (g_screen.backend == SCREEN_VGA) {
+        /* Two modules per row: 25 rows hold a version 6 symbol with its quiet zone. */
+        /* Two modules per row, and at least 30 columns left for the text: 80x25 holds a version
+         * 7 symbol with its quiet zone. */
+        int tall = (int)g_screen.rows * 2, wide = (int)g_screen.cols - 30;
+        version = qr_version_for(tall < wide ? tall : wide, VGA_QR_QUIET);
+    } else {
+        uint32_t side = g_screen.fb.width / 2 < g_screen.fb.height ? g_screen.fb.width / 2 : g_screen.fb.height;
+        version = qr_version_for((int)(side / FB_QR_MIN_MODULE_PX), FB_QR_QUIET);
+    }
+    if (!version || !r->qr_text)
+        return g_screen.cols;
+    len = r->qr_text(text, qr_capacity(version));
+    int size = qr_encode(text, len, version);
+    if (!size)
+        return g_screen.cols;
+    if (g_screen.backend == SCREEN_VGA) {
+        uint32_t width = (uint32_t)(size + 2 * VGA_QR_QUIET);
+        vga_draw_qr(g_screen.cols - width, size, VGA_QR_QUIET);
+        return g_screen.cols - width - 1;
+    }
+    uint32_t span = (uint32_t)(size + 2 * FB_QR_QUIET);
+    uint32_t side = g_screen.fb.width / 2 < g_screen.fb.height ? g_screen.fb.width / 2 : g_screen.fb.height;
+    uint32_t module_px = side / span, left_px = g_screen.fb.width - span * module_px;
+    fb_draw_qr(left_px, 0, module_px, size, FB_QR_QUIET);
+    return left_px / (8 * g_screen.scale) - 1;
+}
+
+/* The final screen: the QR code with the complete result at the right edge; left of it the
+ * large verdict, the result and summary lines, then the report's rows (failures first, as
+ * "FAILED <id>: <VERDICT> <reason>", then skips and the rest) for as many as fit, and
+ * "... and N more" for the rest, so the harness can tell a shortened list from a wrong one. */
+void screen_final(const struct screen_final_report *r)
 {
     if (g_screen.backend == SCREEN_NONE)
         return;
     screen_lock_bounded(-4); /* the run is ending: draw even if a fault left the lock taken */
     static const uint8_t attrs[] = { 0x0a, 0x0c, 0x0e, 0x07 };
-    uint8_t attr = attrs[color];
-    clear_rows(1, g_screen.rows);
-    draw_big_word(verdict, 2, attr);
-    uint32_t row = 2 + BIG_ROWS + 1;
-    for (int i = 0; i < nheader && row < g_screen.rows; i++, row++)
-        put_text(0, row, header[i], i == 0 ? attr : ATTR_TEXT, true);
+    uint8_t attr = attrs[r->color];
+    clear_rows(0, g_screen.rows);
+    uint32_t text_cols = draw_final_qr(r), full_cols = g_screen.cols;
+    g_screen.cols = text_cols; /* rows are cut at the QR code */
+    draw_big_word(r->verdict, 1, attr);
+    uint32_t row = 1 + BIG_ROWS + 1;
+    for (int i = 0; i < r->nheader && row < g_screen.rows; i++, row++)
+        put_text(0, row, r->header[i], i == 0 ? attr : ATTR_TEXT, true);
     int room = row < g_screen.rows ? (int)(g_screen.rows - row) : 0;
-    int shown = nfailed_known < room ? nfailed_known : room;
-    if (shown < nfailed_total && shown > 0)
+    int shown = r->nrows < room ? r->nrows : room;
+    if (shown < r->nrows && shown > 0)
         shown--; /* keep the last row for the count of the others */
     for (int i = 0; i < shown; i++, row++)
-        put_text(0, row, failed[i], ATTR_TEXT, true);
-    if (shown < nfailed_total && row < g_screen.rows) {
+        put_text(0, row, r->rows[i], line_attr(r->rows[i], strlen(r->rows[i])), true);
+    if (shown < r->nrows && row < g_screen.rows) {
         char more[64];
-        snprintf(more, sizeof(more), "... and %d more (see serial log)", nfailed_total - shown);
+        snprintf(more, sizeof(more), "... and %d more (see serial log)", r->nrows - shown);
         put_text(0, row, more, ATTR_TEXT, true);
     }
+    g_screen.cols = full_cols;
     spin_unlock(&g_screen.lock);
 }

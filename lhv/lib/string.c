@@ -123,3 +123,12 @@ bool parse_u64(const char *s, size_t len, uint64_t *out)
     *out = value;
     return true;
 }
+
+char *strstr(const char *haystack, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *haystack; haystack++)
+        if (!strncmp(haystack, needle, n))
+            return (char *)haystack;
+    return n ? NULL : (char *)haystack;
+}
