@@ -37,6 +37,7 @@ PREFIXES = {
     "lhv/run.h": "runner",
     "lhv/run.c": "runner",
     "lhv/expect.c": "runner",
+    "lhv/report.c": "runner",
     "lhv/guard.c": "runner",
     "lhv/guard.h": "runner",
     "lhv/selftest.c": "runner",
