@@ -20,8 +20,9 @@
  * vector, error code and frame RIP). Every #PF runs under five mask/match pairs (all: 0/0,
  * none: 0/1, P: 1/1, W: 2/2, U: 4/4; L2 runs at CPL 0, so U is never set) with bit 14 set and
  * clear.
- * Bug: Linux KVM 18712c13709d ("KVM: nVMX: fix ... page fault error code mask/match"): the
- * nested #PF intercept decision; kvm-unit-tests has no test of the mask/match rule.
+ * Bug: Linux KVM 18712c13709d ("KVM: nVMX: Use vmx_need_pf_intercept() when deciding if L0
+ * wants a #PF", 2020): the nested #PF intercept decision; kvm-unit-tests has no test of the
+ * mask/match rule.
  * GOOD: every exit and every delivery as the rule says, with the right fields; L2's CR2 is the
  * value L1 left there after an intercepted #PF and the fault address after a delivered one.
  * BAD: a missing or extra exit, or a wrong field.

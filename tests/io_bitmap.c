@@ -19,8 +19,10 @@
  * A/B span at 7FFFH, the wraps at FFFFH and FFFEH), unconditional exiting with the bitmaps off,
  * no exit with both off; then REP INSB of 300 bytes from CMOS register 0DH (port 71H, not
  * intercepted) into a buffer whose second page L1 removed from EPT.
- * Bugs: CVE-2020-2732 (KVM's instruction emulator ignored L1's I/O bitmap for L2); Linux KVM
- * bugzilla 216234 (REP INS into a page missing from EPT lost the data).
+ * Bugs: CVE-2020-2732 (KVM's instruction emulator ignored L1's I/O bitmap for L2; fixed by
+ * e71237d3ff1a and 35a571346a94, "KVM: nVMX: Check IO instruction VM-exit conditions"); Linux
+ * KVM bugzilla 216234 (REP INS into a page missing from L1's EPT: after L1 mapped it the buffer
+ * held zeros instead of the device data).
  * GOOD: every case exits or not as the SDM says, with qualification, instruction length, RCX and
  * guest-linear address right; one EPT violation at the second page with RCX = 200 and RDI at
  * that page, and after L1 maps it back all 300 bytes hold the port's value.
