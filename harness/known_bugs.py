@@ -131,6 +131,36 @@ KNOWN_BUGS = (
                   "2.7, 3.0 and master (2026-08); not fixed in any release",
         summary="Bochs: IA32_TSC in the VM-exit MSR-store list saved with the TSC offset applied",
     ),
+    KnownBug(
+        scenario="cr_shadows",
+        target="bochs",
+        cpu_model=("*",),
+        version="2.7*",
+        verdict="BAD",
+        reference="Bochs GitHub issue #614 (https://github.com/bochs-emu/Bochs/issues/614), "
+                  "fixed by commits 35f2a518a and 01ee0d0c2 (September 2025), after 3.0 and in "
+                  "no release yet: BX_CPU_C::check_CR0 (cpu/crregs.cc) skips the CR0.PE/PG "
+                  "fixed-bit rule for every VMX guest instead of only with unrestricted guest, so "
+                  "an L2 MOV to CR0 that clears PG when L1 does not own it succeeds instead of "
+                  "#GP(0) (SDM 26.3 'MOV to CR0', 24.8). Seen on the i386 image only: in 64-bit "
+                  "mode clearing PG is #GP anyway",
+        summary="Bochs 2.7: L2 may clear CR0.PG without unrestricted guest",
+    ),
+    KnownBug(
+        scenario="cr_shadows",
+        target="bochs",
+        cpu_model=("*",),
+        version="3.0",
+        verdict="BAD",
+        reference="Bochs GitHub issue #614 (https://github.com/bochs-emu/Bochs/issues/614), "
+                  "fixed by commits 35f2a518a and 01ee0d0c2 (September 2025), after 3.0 and in "
+                  "no release yet: BX_CPU_C::check_CR0 (cpu/crregs.cc) skips the CR0.PE/PG "
+                  "fixed-bit rule for every VMX guest instead of only with unrestricted guest, so "
+                  "an L2 MOV to CR0 that clears PG when L1 does not own it succeeds instead of "
+                  "#GP(0) (SDM 26.3 'MOV to CR0', 24.8). Seen on the i386 image only: in 64-bit "
+                  "mode clearing PG is #GP anyway",
+        summary="Bochs 3.0: L2 may clear CR0.PG without unrestricted guest",
+    ),
 )
 
 

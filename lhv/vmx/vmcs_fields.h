@@ -96,6 +96,10 @@
     X(CR4_GUEST_HOST_MASK, 0x6002)                   \
     X(CR0_READ_SHADOW, 0x6004)                       \
     X(CR4_READ_SHADOW, 0x6006)                       \
+    X(CR3_TARGET_VALUE0, 0x6008)                     \
+    X(CR3_TARGET_VALUE1, 0x600a)                     \
+    X(CR3_TARGET_VALUE2, 0x600c)                     \
+    X(CR3_TARGET_VALUE3, 0x600e)                     \
     X(EXIT_QUALIFICATION, 0x6400)                    \
     X(GUEST_LINEAR_ADDRESS, 0x640a)                  \
     X(GUEST_CR0, 0x6800)                             \

@@ -168,6 +168,7 @@ const char *exit_reason_name(uint32_t reason)
     case EXIT_HLT: return "HLT";
     case EXIT_VMCALL: return "VMCALL";
     case EXIT_CR_ACCESS: return "CR access";
+    case EXIT_IO_INSTRUCTION: return "I/O instruction";
     case EXIT_RDMSR: return "RDMSR";
     case EXIT_WRMSR: return "WRMSR";
     case EXIT_INVALID_GUEST_STATE: return "invalid guest state";

@@ -39,6 +39,7 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_HLT 12
 #define EXIT_VMCALL 18
 #define EXIT_CR_ACCESS 28
+#define EXIT_IO_INSTRUCTION 30
 #define EXIT_RDMSR 31
 #define EXIT_WRMSR 32
 #define EXIT_INVALID_GUEST_STATE 33
@@ -64,6 +65,11 @@ const char *exit_reason_name(uint32_t reason);
 #define PROC_MTF (1u << 27)
 #define PROC_USE_MSR_BITMAPS (1u << 28)
 #define PROC_ACTIVATE_SECONDARY (1u << 31)
+#define PROC_CR8_LOAD_EXITING (1u << 19)
+#define PROC_CR8_STORE_EXITING (1u << 20)
+#define PROC_MOV_DR_EXITING (1u << 23)
+#define PROC_UNCOND_IO_EXITING (1u << 24)
+#define PROC_USE_IO_BITMAPS (1u << 25)
 #define PROC2_EPT (1u << 1)
 #define PROC2_VPID (1u << 5)
 #define PROC2_UNRESTRICTED_GUEST (1u << 7)
