@@ -322,8 +322,10 @@ static void bsp_restart_cpu1(struct scenario *s)
 {
     delay_us(10000); /* CPU 1 reaches its HLT */
     bool back = smp_restart_ap(1) && g_cpus[1].vmx_on;
-    scenario_info(s, "cpu1 left VMX operation (%s) and INIT-SIPI-SIPI from cpu0 %s",
-                  g_job.extra_init_exits >= MAX_EXTRA_INITS ? "an INIT stayed pending" : "exits saved blocking by SMI",
+    bool init_stuck = g_job.extra_init_exits >= MAX_EXTRA_INITS;
+    scenario_info(s, "cpu1 left VMX operation (%s%s%s) and INIT-SIPI-SIPI from cpu0 %s",
+                  init_stuck ? "an INIT stayed pending" : "", init_stuck && g_job.smi_blocked_exit ? ", " : "",
+                  g_job.smi_blocked_exit ? "exits saved blocking by SMI" : "",
                   back ? "started it again" : "did not bring it back");
     if (!back)
         scenario_error(s, "cpu1 lost: not restarted after its reset");
@@ -332,10 +334,13 @@ static void bsp_restart_cpu1(struct scenario *s)
 /* Blocking by SMI saved by an exit that ends outside SMM (SDM 28.3.4). */
 static void judge_smi_blocking(struct scenario *s)
 {
-    if (g_job.smi_blocked_exit)
-        scenario_bad(s, "expected blocking by SMI clear in the interruptibility state saved by %s exits (VM exits "
-                        "that end outside SMM save bit 2 as 0), observed 0x%llx",
-                     exit_reason_name(g_job.smi_blocked_exit - 1), (unsigned long long)g_job.smi_blocked_value);
+    if (!g_job.smi_blocked_exit)
+        return;
+    scenario_info(s, "a %s exit saved interruptibility 0x%llx (blocking by SMI)", exit_reason_name(g_job.smi_blocked_exit - 1),
+                  (unsigned long long)g_job.smi_blocked_value);
+    scenario_bad(s, "expected blocking by SMI clear in the interruptibility state saved by %s exits (VM exits "
+                    "that end outside SMM save bit 2 as 0), observed 0x%llx",
+                 exit_reason_name(g_job.smi_blocked_exit - 1), (unsigned long long)g_job.smi_blocked_value);
 }
 
 static void judge_init(struct scenario *s)
@@ -344,13 +349,14 @@ static void judge_init(struct scenario *s)
     if (e->reason != EXIT_INIT_SIGNAL)
         return (void)scenario_bad(s, "expected an INIT exit (3) for an INIT to the running L2, observed %s exit (%u)",
                                   exit_reason_name(e->reason), e->reason);
-    if (g_job.extra_init_exits)
-        scenario_info(s, "%u%s more INIT exits after L1 resumed L2", g_job.extra_init_exits,
-                      g_job.extra_init_exits >= MAX_EXTRA_INITS ? " (or more)" : "");
-    if (g_job.extra_init_exits)
-        scenario_bad(s, "expected one INIT exit, observed %u%s more after the re-entry: the INIT stayed pending "
-                        "after its VM exit",
-                     g_job.extra_init_exits, g_job.extra_init_exits >= MAX_EXTRA_INITS ? " (or more)" : "");
+    uint32_t extra = g_job.extra_init_exits;
+    const char *more = extra >= MAX_EXTRA_INITS ? " or more" : "";
+    if (!extra)
+        return;
+    scenario_info(s, "%u%s more INIT exits after L1 resumed L2", extra, more);
+    scenario_bad(s, "expected one INIT exit, observed 1 + %u%s: INIT exits kept coming after L1 resumed L2 (the INIT "
+                    "stayed pending after its VM exit)",
+                 extra, more);
 }
 
 static void init_sipi(struct scenario *s)
