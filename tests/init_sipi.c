@@ -8,7 +8,10 @@
  *      exit saved is an INFO line; L2 then runs again once L1 makes it active;
  *  (2) a SIPI to an active L2 gives no exit: SIPIs are ignored outside wait-for-SIPI;
  *  (3) an INIT to the running L2 gives exit 3 (INIT signal) once; after L1 resumes L2, no second
- *      INIT exit follows: the exit consumed the INIT.
+ *      INIT exit follows: the exit consumed the INIT;
+ *  (4) no exit saves blocking by SMI (interruptibility bit 2): VM exits that end outside SMM save
+ *      it as 0 (28.3.4). L1 clears a wrongly saved bit before the next entry, which would fail
+ *      otherwise (27.3.1.5), so that the other checks still run.
  * Intel SDM Vol. 3C 26.2 "Other Causes of VM Exits" (INIT signals cause VM exits; SIPIs cause VM
  * exits only in wait-for-SIPI), 25.4.2 "Guest Non-Register State" (activity states), 27.7
  * (VM entry to an inactive activity state), 28.2.1 (SIPI exit qualification: the vector), 24.8
@@ -16,16 +19,19 @@
  * (IA32_VMX_MISC bits 6-8: supported activity states).
  * Bugs: Bochs 2.7 kept the INIT pending after the INIT VM exit, so every later VM entry exits
  * with INIT again (stlintel/Bochs issue #11, PR #16, bochs-emu/Bochs commit 88f881c6d, fixed in
- * 2.8); KVM "nVMX: Ignore SIPI that arrives in L2 when vCPU is not in WFS" (2022); Xen 3643bb53a0
+ * 2.8); Bochs 2.7 also saved blocking by SMI after the SIPI exit, because wait-for-SIPI had
+ * masked SMIs (stlintel/Bochs issue #10, PR #15, commit 0ae5e6789, fixed in 2.8); KVM "nVMX: Ignore SIPI that arrives in L2 when vCPU is not in WFS" (2022); Xen 3643bb53a0
  * (activity states copied into the real VMCS). kvm-unit-tests vmx_init_signal_test and
  * vmx_sipi_signal_test check the same rules.
  * An INIT that stays pending is dangerous: it is held while CPU 1 is in VMX root operation and
- * resets CPU 1 at its next VMXOFF. When INIT exits keep coming, CPU 1 therefore leaves VMX
- * operation on purpose (the pending INIT resets it to wait-for-SIPI) and CPU 0 starts it again
- * with INIT-SIPI-SIPI, so the next 2-CPU scenario still finds it.
- * GOOD: (1) exit 4 with qualification 0x12, (2) no exit, (3) exactly one INIT exit.
- * BAD: no SIPI exit or a wrong vector, a SIPI exit from an active L2, no INIT exit, or INIT
- * exits after the re-entry (the INIT stayed pending).
+ * resets CPU 1 at its next VMXOFF. When INIT exits keep coming (or exits save blocking by SMI,
+ * which would break the next scenario's entries), CPU 1 therefore leaves VMX operation on purpose
+ * (the pending INIT, or CPU 0's INIT, resets it to wait-for-SIPI) and CPU 0 starts it again with
+ * INIT-SIPI-SIPI, so the next 2-CPU scenario still finds it.
+ * GOOD: (1) exit 4 with qualification 0x12, (2) no exit, (3) exactly one INIT exit, (4) bit 2
+ * clear. The activity state the SIPI exit saves is INFO (Bochs before 2026 saves 0, KVM 3).
+ * BAD: no SIPI exit or a wrong vector, a SIPI exit from an active L2, no INIT exit, INIT exits
+ * after the re-entry (the INIT stayed pending), blocking by SMI saved.
  * Negative control (inject=init_sipi): L1 on CPU 0 imitates the buggy target: once the resumed
  * guest runs, it sends CPU 1 a second INIT, which gives a second INIT exit.
  * Needs: VMX on two CPUs; part (1) the wait-for-SIPI activity state (else an INFO line with
@@ -354,8 +360,8 @@ static void judge_init(struct scenario *s)
     if (!extra)
         return;
     scenario_info(s, "%u%s more INIT exits after L1 resumed L2", extra, more);
-    scenario_bad(s, "expected one INIT exit, observed 1 + %u%s: INIT exits kept coming after L1 resumed L2 (the INIT "
-                    "stayed pending after its VM exit)",
+    scenario_bad(s, "expected one INIT exit, observed 1 + %u%s after L1 resumed L2 (the INIT stayed pending after its "
+                    "VM exit and was delivered again)",
                  extra, more);
 }
 
