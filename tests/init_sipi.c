@@ -167,6 +167,10 @@ static void ap_sipi_while_active(struct init_sipi_job *job, struct vcpu *v)
         vmcs_write(VMCS_GUEST_ACTIVITY_STATE, ACTIVITY_ACTIVE);
         reason = ap_enter(job, v, STEP_ACTIVE_RUNNING, &job->active_end);
     }
+    if (reason != NO_EXIT && reason != EXIT_SIPI && !is_release(v, reason)) {
+        job->failed = STEP_ACTIVE_RUNNING;
+        job->failed_exit = reason;
+    }
 }
 
 /* (3) L2 runs until CPU 0's INIT; then resumed, it must run on until released. Each INIT exit
