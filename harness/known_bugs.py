@@ -161,6 +161,26 @@ KNOWN_BUGS = (
                   "mode clearing PG is #GP anyway",
         summary="Bochs 3.0: L2 may clear CR0.PG without unrestricted guest",
     ),
+    KnownBug(
+        scenario="init_sipi",
+        target="bochs",
+        cpu_model=("*",),
+        version="2.7*",
+        verdict="BAD",
+        reference="Two Bochs 2.7 bugs, both fixed in Bochs 2.8 (REL_2_8_FINAL). (1) The INIT "
+                  "stays pending after the INIT VM exit: cpu/event.cc handleAsyncEvent() calls "
+                  "VMexit(VMX_VMEXIT_INIT) without clear_event(BX_EVENT_INIT) (VMexit longjmps, so "
+                  "the reset() that would clear it never runs) and every VM entry unmasks INIT "
+                  "again (cpu/vmx.cc VMLAUNCH/VMRESUME: unmask_event(BX_EVENT_INIT), line 3113), so "
+                  "each re-entry exits with INIT; stlintel/Bochs issue #11, PR #16, bochs-emu/Bochs "
+                  "commit 88f881c6d 'Fix that the INIT signal remains pending even after delivery of "
+                  "VM-exit/#VMEXIT(INIT)' (Satoshi Tanda, 2022-07-23; event.cc lines 233-245 in 2.7). (2) VM exits save blocking by "
+                  "SMI (interruptibility bit 2) whenever SMI is masked, which wait-for-SIPI leaves "
+                  "masked after the SIPI exit, so the next VM entry fails 'SMI blocked when not in "
+                  "SMM': cpu/vmx.cc VMexitSaveGuestState(); stlintel/Bochs issue #10, PR #15, commit "
+                  "0ae5e6789 (2022-07-23)",
+        summary="Bochs 2.7: INIT stays pending after the INIT exit; exits save blocking by SMI",
+    ),
 )
 
 

@@ -99,6 +99,8 @@ bool smp_start_work(int cpu, cpu_work_fn fn, void *arg);
 bool smp_wait_work(int cpu, uint64_t timeout_ms);
 bool smp_cancel_all_work(uint64_t timeout_ms);
 extern volatile bool g_work_cancel;
+/* INIT-SIPI-SIPI again for an AP that an INIT reset; true when it is online again. */
+bool smp_restart_ap(int cpu);
 
 /* NMIs in L1 (arch/nmi.c). A scenario that expects NMIs installs a hook while it runs; every
  * other NMI is counted and returns normally (IRET), never a crash. */

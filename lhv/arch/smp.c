@@ -99,6 +99,21 @@ static bool start_ap(int index)
     return cpu->online;
 }
 
+/* An AP that an INIT has reset (its L1 and VMX state are gone, it waits for a SIPI): bring it
+ * back the way it first came up. The work it was running is lost; its slot is freed. */
+bool smp_restart_ap(int index)
+{
+    if (index <= 0 || index >= g_cpu_count)
+        return false;
+    g_cpus[index].online = false;
+    g_cpus[index].vmx_on = false;
+    g_work[index].fn = NULL;
+    __atomic_store_n(&g_work[index].busy, false, __ATOMIC_RELEASE);
+    memcpy(phys_ptr(AP_TRAMPOLINE_ADDR), ap_trampoline_start,
+           (size_t)(ap_trampoline_end - ap_trampoline_start));
+    return start_ap(index);
+}
+
 void smp_boot_aps(ap_setup_fn setup)
 {
     g_ap_setup = setup;

@@ -76,6 +76,8 @@ static bool has_invvpid(void) { return has_vpid() && (g_vmx.ept_vpid & VPID_CAP_
 static bool has_ept_2m(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_2M); }
 static bool has_ept_1g(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_1G); }
 static bool has_ept_ad(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_AD); }
+/* IA32_VMX_MISC bit 8: VM entry may put the guest in the wait-for-SIPI activity state (A.6). */
+static bool has_wait_sipi(void) { return has_vmx() && (g_vmx.misc & (1ull << 8)); }
 static bool has_load_efer(void)
 {
     uint32_t both = EXIT_LOAD_EFER | EXIT_SAVE_EFER;
@@ -98,6 +100,7 @@ static const struct feature g_features[] = {
     { "ept_1g", has_ept_1g, "1 GiB EPT pages not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
     { "ept_ad", has_ept_ad, "EPT A/D bits not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
     { "load_efer", has_load_efer, "EFER load/save controls not allowed (IA32_VMX_ENTRY_CTLS=0x%llx)", &g_vmx.entry, NULL },
+    { "wait_sipi", has_wait_sipi, "wait-for-SIPI activity state not offered: IA32_VMX_MISC=0x%llx, bit 8 clear", &g_vmx.misc, NULL },
 };
 
 int vmx_format_caps(char *buf, size_t size)
