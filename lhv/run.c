@@ -244,6 +244,7 @@ static void run_one(const struct lhv_scenario_def *d)
             d->body(&g_current);
         }
         g_in_scenario = false;
+        nmi_after_scenario(); /* no NMI blocking outlives a scenario, even one that aborted */
         irq_enable();
         if (!smp_cancel_all_work(2000))
             lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);
