@@ -58,6 +58,46 @@ KNOWN_BUGS = (
                   "Bochs' own change log)",
         summary="Bochs 2.7: MTF offered but no MTF VM exit",
     ),
+    KnownBug(
+        scenario="nmi_blocking",
+        target="bochs",
+        cpu_model=("*",),
+        version="2.7*",
+        verdict="BAD",
+        reference="Bochs SourceForge bug #1456 (https://sourceforge.net/p/bochs/bugs/1456/): "
+                  "VMenterLoadCheckGuestState() never unmasks NMIs, so L1's blocking carries into L2 "
+                  "(steps B, C 1/1, F); fixed by bd51ec5f8 (2023-04-08), released in Bochs 2.8. "
+                  "SourceForge bug #1460 / GitHub bochs-emu/Bochs #211: handleAsyncEvent() masks the NMI "
+                  "before VMexit_Event(), so an NMI exit saves blocking by NMI = 1 (step A 1/0); fixed by "
+                  "6b48d6e33 (2024-01-12), released in Bochs 2.8. The HLT activity state is not saved "
+                  "at an NMI exit (step F): see the 2.8/3.0 entry",
+        summary="Bochs 2.7: VM entry keeps L1's NMI blocking; NMI exit saves blocking by NMI",
+    ),
+    KnownBug(
+        scenario="nmi_blocking",
+        target="bochs",
+        cpu_model=("*",),
+        version="[23].[08]*",
+        verdict="BAD",
+        reference="handleWaitForEvent() (cpu/event.cc) set the activity state to ACTIVE as soon as an "
+                  "event woke the CPU, before the NMI VM exit saved it, so an NMI exit out of HLT saves "
+                  "activity state 0 instead of 1 (SDM 28.3.4; step F). Changed by f9502df9f (2026-07-24, "
+                  "'attempt to fix #757', GitHub bochs-emu/Bochs #757, whose report is about the "
+                  "WAIT-FOR-SIPI exit); not in a release yet (after REL_3_0_FINAL), no report of its own",
+        summary="Bochs 2.8/3.0: NMI exit out of HLT saves activity state ACTIVE",
+    ),
+    KnownBug(
+        scenario="nmi_window",
+        target="bochs",
+        cpu_model=("*",),
+        version="[23].[078]*",
+        verdict="BAD",
+        reference="GitHub bochs-emu/Bochs #626 and #648: the VM-entry check that rejects an injected NMI "
+                  "while virtual-NMI blocking is set (SDM 27.3.1.5) is commented out in "
+                  "VMenterLoadCheckVmControls() (cpu/vmx.cc); fixed by 203b044f5 (2025-10-20) and "
+                  "18fa36af4 (2025-11-22, exit reason 0x80000021); not in a release yet (after REL_3_0_FINAL)",
+        summary="Bochs 2.7-3.0: NMI injection under virtual-NMI blocking enters instead of failing",
+    ),
 )
 
 
