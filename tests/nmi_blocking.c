@@ -30,7 +30,8 @@
  *      virtual-NMI blocking still saved, and cleared by L2's IRET.
  *   E. INFO: two NMIs sent while L1 is blocked; how many arrive after its IRET (bare metal: one).
  *   F. 1/x with an NMI pending, VM entry in the HLT activity state: NMI exit; the saved activity
- *      state must be HLT (28.3.4; bare metal saves HLT, KVM and Bochs 2.7 ACTIVE). Needs the
+ *      state must be HLT (28.3.4; bare metal saves HLT; KVM and Bochs up to 3.0 save ACTIVE, Bochs
+ *      master since f9502df9f, GitHub #757, saves HLT). Needs the
  *      HLT activity state (IA32_VMX_MISC bit 6) and the preemption timer as a guard; INFO if not.
  * Bugs: KVM bugzilla 217304 (L1's blocking leaked into and out of L2; found with the original
  * LHV); Bochs SourceForge #1456 (VM entry did not unblock NMIs, fixed bd51ec5f8, Bochs 2.8) and

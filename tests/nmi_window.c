@@ -23,8 +23,8 @@
  *   6. INFO: L1 blocked with an NMI pending and the window open: which exit comes first (bare
  *      metal: the window's); then the NMI exit must come.
  *   7. Injecting an NMI with virtual-NMI blocking set: exit 0x80000021.
- * Bugs: Bochs GitHub #626 / #648 (the step-7 check was commented out; fixed 203b044f5 and
- * 18fa36af4, Bochs 3.0); KVM bugzilla 217304 (lhv-nmi 24 still failing after the first fix);
+ * Bugs: Bochs GitHub #626 / #648 (the step-7 check was commented out up to Bochs 3.0; fixed by
+ * 203b044f5 and 18fa36af4 in master, after 3.0); KVM bugzilla 217304 (lhv-nmi 24 still failing after the first fix);
  * VMware Workstation 17.0.1 (an NMI pending in L1 while it injects an event comes much later:
  * lhv-nmi 15-17); VirtualBox GitHub #313 (step 2).
  * GOOD: all steps as above. BAD: the first step that differs (every failing step is also listed
