@@ -181,6 +181,48 @@ KNOWN_BUGS = (
                   "0ae5e6789 (2022-07-23)",
         summary="Bochs 2.7: INIT stays pending after the INIT exit; exits save blocking by SMI",
     ),
+    KnownBug(
+        scenario="nmi_blocking",
+        target="bochs",
+        cpu_model=("*",),
+        version="2.7*",
+        verdict="BAD",
+        reference="Bochs SourceForge bug #1456 (https://sourceforge.net/p/bochs/bugs/1456/): "
+                  "VMenterLoadCheckGuestState() never unmasks NMIs, so L1's blocking carries into L2 "
+                  "(steps B, C 1/1, F); fixed by bd51ec5f8 (2023-04-08), released in Bochs 2.8. "
+                  "SourceForge bug #1460 / GitHub bochs-emu/Bochs #211: handleAsyncEvent() masks the NMI "
+                  "before VMexit_Event(), so an NMI exit saves blocking by NMI = 1 (step A 1/0); fixed by "
+                  "6b48d6e33 (2024-01-12), released in Bochs 2.8. The HLT activity state is not saved "
+                  "at an NMI exit (step F): see the 2.8/3.0 entry",
+        summary="Bochs 2.7: VM entry keeps L1's NMI blocking; NMI exit saves blocking by NMI",
+    ),
+    KnownBug(
+        scenario="nmi_blocking",
+        target="bochs",
+        cpu_model=("*",),
+        version="[23].[08]",  # the 2.8 and 3.0 releases, not "3.0.devel" (master)
+        verdict="BAD",
+        reference="handleWaitForEvent() (cpu/event.cc) set the activity state to ACTIVE as soon as an "
+                  "event woke the CPU, before the NMI VM exit saved it, so an NMI exit out of HLT saves "
+                  "activity state 0 instead of 1 (SDM 28.3.4; step F). Changed by f9502df9f (2026-07-24, "
+                  "'attempt to fix #757', GitHub bochs-emu/Bochs #757, whose report is about the "
+                  "WAIT-FOR-SIPI exit); not in a release yet (after REL_3_0_FINAL), no report of its own",
+        summary="Bochs 2.8/3.0: NMI exit out of HLT saves activity state ACTIVE",
+    ),
+    KnownBug(
+        scenario="nmi_window",
+        target="bochs",
+        cpu_model=("*",),
+        version="[23].[078]",  # 2.7, 2.8, 3.0; not "3.0.devel" (master)
+        verdict="BAD",
+        reference="On 2.7 step 6 fails first, by SourceForge bug #1456 (see nmi_blocking: the VM entry "
+                  "leaves L1 NMI-blocked, so the NMI pending at entry is not taken after the NMI-window "
+                  "exit; fixed in 2.8). On 2.7, 2.8 and 3.0: GitHub bochs-emu/Bochs #626 and #648: the VM-entry check that rejects an injected NMI "
+                  "while virtual-NMI blocking is set (SDM 27.3.1.5) is commented out in "
+                  "VMenterLoadCheckVmControls() (cpu/vmx.cc); fixed by 203b044f5 (2025-10-20) and "
+                  "18fa36af4 (2025-11-22, exit reason 0x80000021); not in a release yet (after REL_3_0_FINAL)",
+        summary="Bochs 2.7-3.0: NMI injection under virtual-NMI blocking enters instead of failing",
+    ),
 )
 
 

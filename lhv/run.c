@@ -280,7 +280,8 @@ static void run_body(const struct lhv_scenario_def *d)
     g_in_scenario = false;
     guard_after_body(returned, &changes); /* first: CR3, the IDT, VMX operation the rest relies on */
     if (!returned)
-        iret_to_self(); /* an abort from an NMI handler never reached its IRET: unblock NMIs */
+        nmi_iret(); /* an abort from an NMI handler never reached its IRET: unblock NMIs */
+    nmi_after_scenario(); /* the scenario's NMI hook ends with it, and so does its NMI blocking */
     irq_enable();
     if (!smp_cancel_all_work(2000))
         lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);

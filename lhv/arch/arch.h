@@ -109,6 +109,19 @@ typedef void (*nmi_hook_fn)(struct trap_frame *f);
 void nmi_set_hook(nmi_hook_fn hook); /* NULL: no hook */
 void nmi_handle(struct trap_frame *f);
 uint32_t nmi_take_unexpected(void); /* NMIs no hook took, all CPUs, since the last call */
+/* Studying NMI blocking (arch/isr.S). A hook that calls nmi_keep_blocked(f) returns from the NMI
+ * without IRET, so L1 stays NMI-blocked; nmi_iret() executes an IRET (to nmi_iret_done) that ends
+ * the blocking, and a pending NMI is then taken at once. nmi_guest_entry is an NMI handler for
+ * L2's IDT that counts into g_nmi_guest_count and returns without IRET as well. */
+#define ICR_NMI 0x4400 /* ICR low: delivery mode NMI, level assert (SDM Vol. 3A 11.6.1) */
+#define NMI_NO_IRET_MARK 0x102 /* in trap_frame.vector; isr.S tests it */
+void nmi_keep_blocked(struct trap_frame *f);
+void nmi_iret(void);
+extern const uint8_t nmi_iret_done[], nmi_guest_entry[];
+extern volatile uint32_t g_nmi_guest_count;
+/* After a scenario (also one that aborted): a hook still installed is removed, and L1 IRETs so
+ * that no NMI blocking outlives the scenario; a pending NMI is then counted as unexpected. */
+void nmi_after_scenario(void);
 
 /* Fixed-vector interrupts that are not LHV's own (arch/irq_hook.c): a scenario that raises them
  * installs a hook that sees each one before its EOI; without a hook they only get the EOI. */

@@ -101,18 +101,6 @@ __attribute__((noreturn)) static inline void halt_forever(void)
         __asm__ volatile("cli; hlt");
 }
 
-/* IRET to the next instruction, same privilege level: ends the NMI blocking that an NMI handler
- * left behind when it was abandoned by longjmp instead of returning (SDM Vol. 3A 6.7.1). */
-static inline void iret_to_self(void)
-{
-#ifdef __x86_64__
-    __asm__ volatile("mov %%ss, %%rax; push %%rax; push %%rsp; addq $8, (%%rsp); pushfq; mov %%cs, %%rax; push %%rax;"
-                     "lea 1f(%%rip), %%rax; push %%rax; iretq; 1:" ::: "rax", "memory", "cc");
-#else
-    __asm__ volatile("pushfl; push %%cs; push $1f; iretl; 1:" ::: "memory", "cc");
-#endif
-}
-
 struct desc_ptr {
     uint16_t limit;
     uintptr_t base;

@@ -1,6 +1,7 @@
 /* One stub per vector: push a dummy error code where the CPU pushes none, then the vector,
  * and join the common path that builds a struct trap_frame and calls trap_dispatch(). */
 #include "arch/vector_stubs.inc"
+#define NMI_NO_IRET_MARK 0x102 /* arch.h */
     .text
     ALL_VECTOR_STUBS isr_stub_, isr_common
 
@@ -27,6 +28,7 @@ isr_common:
     and $-16, %rsp
     call trap_dispatch
     mov %rbx, %rsp
+    cmpq $NMI_NO_IRET_MARK, 15*8(%rsp) /* nmi_keep_blocked() marked the frame */
     pop %r15
     pop %r14
     pop %r13
@@ -42,7 +44,8 @@ isr_common:
     pop %rcx
     pop %rbx
     pop %rax
-    add $16, %rsp
+    lea 16(%rsp), %rsp /* lea, not add: the flags of the cmp above are still needed */
+    je nmi_return_no_iret
     iretq
 #else
 isr_common:
@@ -51,10 +54,93 @@ isr_common:
     push %esp
     call trap_dispatch
     add $4, %esp
+    cmpl $NMI_NO_IRET_MARK, 32(%esp) /* nmi_keep_blocked() marked the frame */
     popa
-    add $8, %esp
+    lea 8(%esp), %esp
+    je nmi_return_no_iret
     iret
 #endif
+
+/*
+ * NMI blocking (SDM Vol. 3A 6.7.1): after an NMI is delivered, further NMIs stay blocked until
+ * the next IRET. To study that blocking, an NMI handler must be able to return WITHOUT IRET and
+ * L1 must be able to IRET on purpose.
+ *
+ * nmi_return_no_iret: jumped to with the stack pointer at the CPU's interrupt frame (RIP, CS,
+ * RFLAGS[, RSP, SS]) and every general register as the interrupted code had it. It goes back to
+ * the interrupted code at the same privilege level by POPF and RET, so NMIs stay blocked.
+ */
+    .text
+    .global nmi_return_no_iret
+nmi_return_no_iret:
+#ifdef __x86_64__
+    /* The frame holds the interrupted RSP (R). Build RCX, RFLAGS, RIP at T = R - 96, which lies
+     * below the frame (the CPU pushed it at (R & ~15) - 40) and the two scratch slots below it;
+     * "ret $72" then leaves RSP = T + 24 + 72 = R. There is no red zone (-mno-red-zone). */
+    mov %rax, -8(%rsp)
+    mov %rcx, -16(%rsp)
+    mov 24(%rsp), %rcx
+    sub $96, %rcx
+    mov -16(%rsp), %rax
+    mov %rax, (%rcx)
+    mov 16(%rsp), %rax
+    mov %rax, 8(%rcx)
+    mov (%rsp), %rax
+    mov %rax, 16(%rcx)
+    mov -8(%rsp), %rax
+    mov %rcx, %rsp
+    pop %rcx
+    popfq
+    ret $72
+#else
+    /* Same privilege level: the frame is EIP, CS, EFLAGS on the interrupted stack. Rewrite it in
+     * place as (unused), EFLAGS, EIP, then POPF and RET end exactly where the frame ended. */
+    push %eax
+    mov 4(%esp), %eax
+    xchg %eax, 12(%esp)
+    mov %eax, 8(%esp)
+    pop %eax
+    lea 4(%esp), %esp
+    popf
+    ret
+#endif
+
+/* nmi_iret: an IRET to nmi_iret_done, on the same stack and privilege level: it ends NMI blocking
+ * (in L1; in L2 as the SDM 26.3 rules for the NMI controls say), and an NMI that was pending is
+ * delivered right after it. Clobbers only what a C call may (RAX, RCX). */
+    .global nmi_iret, nmi_iret_done
+nmi_iret:
+#ifdef __x86_64__
+    mov %rsp, %rax
+    mov %ss, %ecx
+    push %rcx
+    push %rax
+    pushfq
+    mov %cs, %ecx
+    push %rcx
+    lea nmi_iret_done(%rip), %rcx
+    push %rcx
+    iretq
+#else
+    pushf
+    push %cs
+    push $nmi_iret_done
+    iret
+#endif
+nmi_iret_done:
+    ret
+
+/* nmi_guest_entry: an NMI handler for L2's own IDT (guest_idt_set_gate(2, ...)): counts the NMI
+ * in g_nmi_guest_count and returns without IRET, so L2 stays NMI-blocked (or virtual-NMI blocked)
+ * until it executes IRET itself. Touches no general register; the flags come back from the frame. */
+    .global nmi_guest_entry
+nmi_guest_entry:
+#ifdef __x86_64__
+    lock incl g_nmi_guest_count(%rip)
+#else
+    lock incl g_nmi_guest_count
+#endif
+    jmp nmi_return_no_iret
 
     .section .rodata
     .align 8

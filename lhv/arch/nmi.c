@@ -29,3 +29,18 @@ uint32_t nmi_take_unexpected(void)
     }
     return total;
 }
+
+volatile uint32_t g_nmi_guest_count;
+
+void nmi_keep_blocked(struct trap_frame *f) { f->vector = NMI_NO_IRET_MARK; }
+
+void nmi_after_scenario(void)
+{
+    if (!g_nmi_hook)
+        return;
+    /* A scenario that ended while NMI-blocked: one IRET under its hook takes an NMI still pending
+     * (the hook keeps NMIs blocked again), then a second IRET without the hook unblocks for good. */
+    nmi_iret();
+    g_nmi_hook = NULL;
+    nmi_iret();
+}

@@ -78,6 +78,8 @@ static bool has_ept_1g(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_1G)
 static bool has_ept_ad(void) { return has_ept() && (g_vmx.ept_vpid & EPT_CAP_AD); }
 /* IA32_VMX_MISC bit 8: VM entry may put the guest in the wait-for-SIPI activity state (A.6). */
 static bool has_wait_sipi(void) { return has_vmx() && (g_vmx.misc & (1ull << 8)); }
+static bool has_vnmi(void) { return has_vmx() && ALLOWED1(g_vmx.pin, PIN_NMI_EXITING | PIN_VIRTUAL_NMIS) == (PIN_NMI_EXITING | PIN_VIRTUAL_NMIS); }
+static bool has_nmi_window(void) { return has_vnmi() && ALLOWED1(g_vmx.proc, PROC_NMI_WINDOW); }
 static bool has_load_efer(void)
 {
     uint32_t both = EXIT_LOAD_EFER | EXIT_SAVE_EFER;
@@ -101,6 +103,8 @@ static const struct feature g_features[] = {
     { "ept_ad", has_ept_ad, "EPT A/D bits not in IA32_VMX_EPT_VPID_CAP=0x%llx", &g_vmx.ept_vpid, "ept" },
     { "load_efer", has_load_efer, "EFER load/save controls not allowed (IA32_VMX_ENTRY_CTLS=0x%llx)", &g_vmx.entry, NULL },
     { "wait_sipi", has_wait_sipi, "wait-for-SIPI activity state not offered: IA32_VMX_MISC=0x%llx, bit 8 clear", &g_vmx.misc, NULL },
+    { "vnmi", has_vnmi, "NMI exiting and virtual NMIs (bits 3, 5) not both allowed by IA32_VMX_PINBASED_CTLS=0x%llx", &g_vmx.pin, NULL },
+    { "nmi_window", has_nmi_window, "NMI-window exiting (bit 22) not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx", &g_vmx.proc, "vnmi" },
 };
 
 int vmx_format_caps(char *buf, size_t size)

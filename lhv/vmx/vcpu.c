@@ -270,6 +270,21 @@ int vcpu_run(struct vcpu *v)
     }
 }
 
+int vcpu_run_irq_off(struct vcpu *v)
+{
+    irq_disable();
+    int rc = vmx_enter(&v->regs, v->launched);
+    if (rc != VMX_OK) {
+        v->entry_error = rc == VMX_FAIL_VALID ? vmx_instruction_error() : 0;
+        return rc;
+    }
+    v->exits++;
+    read_exit_info(v);
+    if (!(v->exit.reason & (1u << 31)))
+        v->launched = true;
+    return VMX_OK;
+}
+
 void vcpu_skip_instruction(struct vcpu *v)
 {
     vmcs_write(VMCS_GUEST_RIP, v->exit.guest_rip + v->exit.instruction_length);

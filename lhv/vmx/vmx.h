@@ -24,6 +24,7 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 /* VM-instruction error numbers used by the scenarios (SDM 31.4). */
 #define VMXERR_VMLAUNCH_NONCLEAR 4
 #define VMXERR_VMRESUME_NONLAUNCHED 5
+#define VMXERR_ENTRY_INVALID_CONTROL 7
 #define VMXERR_VMXON_IN_ROOT 15
 
 /* Basic exit reasons (SDM Appendix C). */
@@ -43,6 +44,7 @@ enum vmx_status { VMX_OK = 0, VMX_FAIL_INVALID = 1, VMX_FAIL_VALID = 2 };
 #define EXIT_RDMSR 31
 #define EXIT_WRMSR 32
 #define EXIT_INVALID_GUEST_STATE 33
+#define EXIT_ENTRY_FAILURE (1u << 31) /* in the exit reason: VM entry failed (SDM 27.8) */
 #define EXIT_MSR_LOADING 34
 #define EXIT_MACHINE_CHECK_ENTRY 41
 #define EXIT_MTF 37
@@ -222,6 +224,9 @@ void vcpu_init(struct vcpu *v, const struct guest_config *cfg);
 /* Runs L2 until an exit the scenario must see (external interrupts are handled here).
  * Returns VMX_OK with v->exit filled, or the VMfail status of the entry. */
 int vcpu_run(struct vcpu *v);
+/* One VM entry with interrupts disabled in L1 before and after it (an interrupt handler's IRET
+ * would end L1's NMI blocking): every exit comes back, external-interrupt exits too. */
+int vcpu_run_irq_off(struct vcpu *v);
 void vcpu_skip_instruction(struct vcpu *v);
 /* The judging helpers below take the scenario and record its verdict: they live on the runner
  * floor (lhv/expect.c) and are declared here, where the scenarios have always found them. */
