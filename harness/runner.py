@@ -150,7 +150,9 @@ def run(spec):
                           wall)
         rec["logs"] = o.logs
         return rec
-    ctx = Context(target=spec.target, arch=spec.arch, cpu_model=spec.cpu_model, cpus=spec.cpus,
+    # Known bugs match on the model that ran: Bochs' default when none was asked for.
+    model = spec.cpu_model or (T.DEFAULT_BOCHS_MODEL if spec.target == "bochs" else None)
+    ctx = Context(target=spec.target, arch=spec.arch, cpu_model=model, cpus=spec.cpus,
                   firmware=spec.firmware, target_version=o.version, tests=cmdline_value(spec.cmdline, "tests"),
                   opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
                   end_detail=o.end_detail, registry=reg)

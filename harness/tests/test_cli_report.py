@@ -1,6 +1,7 @@
 """The command line (judge, compare, vmware bundle, kvm-probe) and the reports."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -151,5 +152,9 @@ def test_make_run_default_configuration_exits_0():
     need_images()
     r = subprocess.run(["make", "-s", "run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "->  GOOD" in r.stdout, r.stdout
-    assert "invept_per_cpu      SKIP  needs 2 CPUs" in r.stdout, r.stdout
+    # GOOD outright, or BAD only through Bochs 2.7 bugs that known_bugs.py traces (then the line
+    # says so and every BAD row is marked known).
+    head = [line for line in r.stdout.splitlines() if "->" in line]
+    assert head and (head[0].endswith("->  GOOD") or head[0].endswith("(GOOD counting known target bugs)")), r.stdout
+    assert not re.search(r"^\s+\S+\s+BAD\s+(?!\(known\))", r.stdout, re.M), r.stdout
+    assert re.search(r"^\s+invept_per_cpu\s+SKIP\s+needs 2 CPUs", r.stdout, re.M), r.stdout
