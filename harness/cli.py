@@ -86,10 +86,10 @@ def _models_by_target(tgts, models, bochs_programs):
         other = [m for m in models if m not in have]
     takes_other = [t for t in tgts if t != "bochs" and T.TARGETS[t].uses_cpu_model]
     if "bochs" in tgts and other and not takes_other:
-        builds = ["%s (%s)" % (T.get("bochs", p).display_name(), p) for p in bochs_programs]
-        return {}, "no Bochs given has CPU model %s; %s %s: %s" % (
-            ", ".join(other), "their models" if len(builds) > 1 else "its models are",
-            " and ".join(builds), ", ".join(sorted(have or ())))
+        builds = ["%s (%s)" % (T.get("bochs", p).display_name(), T.get("bochs", p).program_path())
+                  for p in bochs_programs]
+        return {}, "no Bochs given has CPU model %s; the models of %s (`bochs --help cpu`): %s" % (
+            ", ".join(other), ", ".join(builds), ", ".join(have or ()))
     by = {t: (to_bochs if t == "bochs" else other if t in takes_other else []) or [None]
           for t in tgts}
     return by, ""
@@ -104,6 +104,10 @@ def cmd_run(args):
         if t not in TARGETS:
             print("unknown target %s (one of %s)" % (t, ", ".join(TARGETS)), file=sys.stderr)
             return V.EXIT_USAGE
+    if args.bochs and "bochs" not in tgts:
+        print("--bochs given but bochs is not among the targets (%s)" % ",".join(tgts),
+              file=sys.stderr)
+        return V.EXIT_USAGE
     arches = _csv(args.arch) or ["amd64"]
     models = _csv(args.cpu_model) or [None]
     firmwares = _csv(args.firmware) or ["bios"]
@@ -130,8 +134,11 @@ def cmd_run(args):
     for s in specs:
         s.target_obj().prepare(s)         # defaults (CPU count...) before names and run dirs
     if args.out and len(specs) > 1:
+        seen = {}
         for s in specs:
-            s.out = str(Path(args.out) / s.label())
+            label = s.label()
+            seen[label] = seen.get(label, 0) + 1      # two builds of one version: -2, -3...
+            s.out = str(Path(args.out) / (label + ("-%d" % seen[label] if seen[label] > 1 else "")))
     elif args.out:
         specs[0].out = args.out
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:

@@ -260,6 +260,7 @@ def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, test
     spec = RunSpec(target=target, arch=arch or "?", cpu_model=cpu_model, tests=tests, cpus=0)
     rec = base_record(spec, None, j.verdict, j.reason, 0.0)
     rec["name"] = "%s: %s" % (target, serial)
+    rec["target_program"] = None          # judged here, run elsewhere
     rec["boot"] = (p.banner or {}).get("boot")
     rec["firmware"] = (p.banner or {}).get("boot")
     rec.update(j.to_dict())

@@ -55,5 +55,8 @@ seconds=$(( $(date +%s) - start ))
 bochs=$prefix/bin/bochs
 version=$("$bochs" --help 2>&1 | sed -n 's/.*Bochs x86 Emulator \([^ ]*\).*/\1/p' | head -n 1)
 echo "Bochs ${version:-(version unknown)} built in $seconds s ($(( seconds / 60 )) min $(( seconds % 60 )) s): $bochs"
-echo "CPU models: $("$bochs" --help cpu 2>&1 | sed -n '/^Supported CPU models:/,/^$/p' | sed '1d;/^$/d' | tr '\n' ' ')"
+models=$("$bochs" --help cpu 2>&1 | awk 'on && /^$/ && n { exit }
+    on && /^[a-z0-9_]+$/ { printf "%s ", $0; n = 1 }
+    /^Supported CPU models:/ { on = 1 }')
+echo "CPU models: $models"
 echo "Run LHV on it: /usr/bin/python3 -m harness run --bochs $bochs --arch amd64 --cpu-model tigerlake --cpus 2"
