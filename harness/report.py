@@ -69,7 +69,11 @@ def table(rec):
 def column_names(recs):
     """Column headings for compare(): the parts of the run names that differ between the runs
     (bochs-2.7 | bochs-3.0 | bochs-3.0.devel, or i386 | amd64), else run 1, run 2..."""
-    parts = [r["name"].split("/") for r in recs]
+    names = [r["name"] for r in recs]
+    # The same " [command line]" on every run says nothing about the columns.
+    if len({n.partition(" [")[2] for n in names}) == 1:
+        names = [n.partition(" [")[0] for n in names]
+    parts = [n.split("/") for n in names]
     if len(recs) > 1 and len({len(p) for p in parts}) == 1:
         differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
         heads = ["/".join(p[i] for i in differ) for p in parts]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import report
 from harness import verdicts as V
-from harness.runner import RunSpec, judge_file, run
+from harness.runner import judge_file
 
 from .test_judge import GOOD3, log
 
@@ -102,6 +102,11 @@ def test_compare_columns_name_what_differs():
         ["bochs-2.7", "bochs-3.0", "bochs-3.0.devel"]
     assert report.column_names([{"name": "bochs-2.7/i386"}, {"name": "bochs-2.7/amd64"}]) == \
         ["i386", "amd64"]
+    assert report.column_names([{"name": "bochs-2.7/amd64/tigerlake x1 [tests=mtf]"},
+                                {"name": "qemu-tcg/amd64/bios-kernel [tests=mtf]"}]) == \
+        ["bochs-2.7/tigerlake x1", "qemu-tcg/bios-kernel"]
+    assert report.column_names([{"name": "a/x [inject=a]"}, {"name": "a/x [inject=b]"}]) == \
+        ["x [inject=a]", "x [inject=b]"]
     assert report.column_names([{"name": "a/x"}, {"name": "a/x"}]) == ["run 1", "run 2"]
     assert report.column_names([{"name": "a/x"}, {"name": "a/x/y"}]) == ["run 1", "run 2"]
     assert report.column_names([{"name": "a"}]) == ["run 1"]
