@@ -62,31 +62,68 @@ def cmd_list(args):
     return rc
 
 
+def _bochs_models(programs):
+    """{model: [programs that have it]} over the Bochs builds given; None if none lists any."""
+    have = {}
+    for p in programs:
+        for m in T.get("bochs", p).models() or ():
+            have.setdefault(m, []).append(p)
+    return have or None
+
+
+def _models_by_target(tgts, models, bochs_programs):
+    """Which --cpu-model values go to which target: a model some Bochs build lists goes to
+    bochs, anything else to QEMU's -cpu.  Returns ({target: [models]}, usage error or "")."""
+    if models == [None]:
+        return {}, ""
+    have = _bochs_models(bochs_programs) if "bochs" in tgts else None
+    if "bochs" not in tgts:
+        to_bochs, other = [], models
+    elif have is None:                    # no Bochs build here to ask: it decides when it runs
+        to_bochs, other = models, models
+    else:
+        to_bochs = [m for m in models if m in have]
+        other = [m for m in models if m not in have]
+    takes_other = [t for t in tgts if t != "bochs" and T.TARGETS[t].uses_cpu_model]
+    if "bochs" in tgts and other and not takes_other:
+        builds = ["%s (%s)" % (T.get("bochs", p).display_name(), T.get("bochs", p).program_path())
+                  for p in bochs_programs]
+        return {}, "no Bochs given has CPU model %s; the models of %s (`bochs --help cpu`): %s" % (
+            ", ".join(other), ", ".join(builds), ", ".join(have or ()))
+    by = {t: (to_bochs if t == "bochs" else other if t in takes_other else []) or [None]
+          for t in tgts}
+    return by, ""
+
+
 def cmd_run(args):
     if args.list:
         return cmd_list(args)
-    tgts = _csv(args.target) or ["qemu-tcg"]
+    bochs_programs = _csv(args.bochs) or [None]
+    tgts = _csv(args.target) or (["bochs"] if args.bochs else ["qemu-tcg"])
     for t in tgts:
         if t not in TARGETS:
             print("unknown target %s (one of %s)" % (t, ", ".join(TARGETS)), file=sys.stderr)
             return V.EXIT_USAGE
+    if args.bochs and "bochs" not in tgts:
+        print("--bochs given but bochs is not among the targets (%s)" % ",".join(tgts),
+              file=sys.stderr)
+        return V.EXIT_USAGE
     arches = _csv(args.arch) or ["amd64"]
     models = _csv(args.cpu_model) or [None]
     firmwares = _csv(args.firmware) or ["bios"]
-    # Bochs model names go to bochs, anything else to QEMU's -cpu.
-    bochs_models = [m for m in models if m in T.BOCHS_MODELS] or [None]
-    qemu_models = [m for m in models if m not in T.BOCHS_MODELS] or [None]
-    if "bochs" in tgts and qemu_models != [None] and not any(t.startswith("qemu") for t in tgts):
-        print("bochs CPU model must be one of %s" % ", ".join(T.BOCHS_MODELS), file=sys.stderr)
+    by_target, err = _models_by_target(tgts, models, bochs_programs)
+    if err:
+        print(err, file=sys.stderr)
         return V.EXIT_USAGE
     specs = []
     for t, a, fw in itertools.product(tgts, arches, firmwares):
-        if t == "bochs" and fw != "bios":
-            continue                      # Bochs boots by BIOS only
-        for m in {"bochs": bochs_models, "qemu-tcg": qemu_models,
-                  "qemu-kvm": qemu_models}.get(t, [None]):
-            specs.append(RunSpec(target=t, arch=a, cpu_model=m, cpus=args.cpus, firmware=fw,
-                                 boot=args.boot, opt=args.opt, tests=args.tests,
+        if fw not in T.TARGETS[t].firmwares:
+            continue                      # e.g. Bochs boots by BIOS only
+        # Several Bochs builds: the same run under each, side by side in the comparison.
+        programs = bochs_programs if t == "bochs" else [None]
+        for m, prog in itertools.product(by_target.get(t, [None]), programs):
+            specs.append(RunSpec(target=t, program=prog, arch=a, cpu_model=m, cpus=args.cpus,
+                                 firmware=fw, boot=args.boot, opt=args.opt, tests=args.tests,
                                  inject=args.inject, extra=args.cmdline, timeout=args.timeout,
                                  iso=args.iso, elf=args.elf, font=args.font))
     if args.iso and any(s.cmdline for s in specs) and \
@@ -94,9 +131,14 @@ def cmd_run(args):
                 or s.boot in ("cdrom", "disk") for s in specs):
         print("warning: --iso given: ISO boots use that ISO's own command line, not %r"
               % specs[0].cmdline, file=sys.stderr)
+    for s in specs:
+        s.target_obj().prepare(s)         # defaults (CPU count...) before names and run dirs
     if args.out and len(specs) > 1:
+        seen = {}
         for s in specs:
-            s.out = str(Path(args.out) / s.label())
+            label = s.label()
+            seen[label] = seen.get(label, 0) + 1      # two builds of one version: -2, -3...
+            s.out = str(Path(args.out) / (label + ("-%d" % seen[label] if seen[label] > 1 else "")))
     elif args.out:
         specs[0].out = args.out
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
@@ -143,8 +185,10 @@ def build_parser():
     r = sub.add_parser("run", help="boot the image on one or more targets and judge it")
     r.add_argument("--target", help="comma list of: " + ", ".join(TARGETS) + " (default qemu-tcg)")
     r.add_argument("--arch", help="comma list of i386, amd64 (default amd64)")
-    r.add_argument("--cpu-model", help="bochs: " + ", ".join(T.BOCHS_MODELS) +
-                   " (comma list); qemu: a -cpu value")
+    r.add_argument("--bochs", help="the Bochs binary (comma list: the same runs under each; "
+                   "default $LHV_BOCHS, else bochs on PATH); implies --target bochs if none is given")
+    r.add_argument("--cpu-model", help="comma list; bochs: a model the build lists "
+                   "(`bochs --help cpu`), default " + T.bochs.DEFAULT_MODEL + "; qemu: a -cpu value")
     r.add_argument("--cpus", type=int, help="CPU count (bochs 1..8, default 1; qemu default 2)")
     r.add_argument("--firmware", default="bios", help="bios, uefi or both: bios,uefi")
     r.add_argument("--boot", choices=("kernel", "cdrom", "disk"), default="kernel",

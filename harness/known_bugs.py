@@ -53,9 +53,10 @@ KNOWN_BUGS = (
         verdict="BAD",
         reference="Bochs 2.7 advertises the monitor trap flag (IA32_VMX_PROCBASED_CTLS "
                   "allowed-1 bit 27) on these models but never delivers an MTF VM exit: seen "
-                  "by LHV's mtf scenario on Debian's bochs 2.7+dfsg (and in shared/DESIGN.md's "
-                  "measurements, which place the fix in Bochs 2.8; not checked against "
-                  "Bochs' own change log)",
+                  "by LHV's mtf scenario on Debian's bochs 2.7+dfsg. Fixed upstream by "
+                  "bochs-emu/Bochs commit b94657083 \"implemented VMX Monitor Trap Flag "
+                  "handling\" (2022-08-16, cpu/event.cc, cpu/vmx.cc), first released in 2.8; "
+                  "GOOD on 3.0",
         summary="Bochs 2.7: MTF offered but no MTF VM exit",
     ),
     # Two bugs, both in every Bochs from 2.7 to master (3.0.devel) as of its source, so any

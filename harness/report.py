@@ -66,6 +66,22 @@ def table(rec):
     return "\n".join(out)
 
 
+def column_names(recs):
+    """Column headings for compare(): the parts of the run names that differ between the runs
+    (bochs-2.7 | bochs-3.0 | bochs-3.0.devel, or i386 | amd64), else run 1, run 2..."""
+    names = [r["name"] for r in recs]
+    # The same " [command line]" on every run says nothing about the columns.
+    if len({n.partition(" [")[2] for n in names}) == 1:
+        names = [n.partition(" [")[0] for n in names]
+    parts = [n.split("/") for n in names]
+    if len(recs) > 1 and len({len(p) for p in parts}) == 1:
+        differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+        heads = ["/".join(p[i] for i in differ) for p in parts]
+        if all(heads) and len(set(heads)) == len(heads) and max(map(len, heads)) <= 32:
+            return heads
+    return ["run %d" % (i + 1) for i in range(len(recs))]
+
+
 def compare(recs):
     """Scenarios as rows, runs as columns; marks rows whose verdicts differ."""
     ids = []
@@ -76,7 +92,7 @@ def compare(recs):
         for m in r.get("missing", []):
             if m not in ids:
                 ids.append(m)
-    cols = ["run %d" % (i + 1) for i in range(len(recs))]
+    cols = column_names(recs)
     cells = []
     for sid in ids:
         row = []
@@ -95,7 +111,9 @@ def compare(recs):
           for k, c in enumerate(cols)]
     out = ["Runs:"]
     for c, r in zip(cols, recs):
-        out.append("  %s = %s" % (c, r["name"]))
+        # The binary too where the user chose it (several Bochs builds side by side).
+        prog = r.get("target_program")
+        out.append("  %s = %s%s" % (c, r["name"], "  (%s)" % prog if prog else ""))
     out.append("")
     out.append("  " + "  ".join(["scenario".ljust(w0)] + [c.ljust(w) for c, w in zip(cols, ws)]))
     for sid, row in zip(ids, cells):

@@ -15,12 +15,13 @@ from . import verdicts as V
 from .judge import Context, cmdline_value, judge
 from .logparse import parse_log
 
-TARGETS = ("bochs", "qemu-tcg", "qemu-kvm", "vmware")
+TARGETS = tuple(T.TARGETS)
 
 
 @dataclass
 class RunSpec:
     target: str
+    program: str = None           # the target's binary where it can be chosen (bochs: --bochs)
     arch: str = "amd64"
     cpu_model: str = None
     cpus: int = None
@@ -49,31 +50,30 @@ class RunSpec:
             parts.append(self.extra)
         return " ".join(parts)
 
-    def _boot_label(self):
+    def boot_label(self):
         """bios-kernel, bios-cdrom, bios-disk, uefi (GRUB from the ISO as a CD), uefi-disk."""
         if self.firmware == "uefi":
             return "uefi-disk" if self.boot == "disk" else "uefi"
         return "bios-" + self.boot
 
+    def target_obj(self):
+        """The Target this spec runs on (None for a log judged offline)."""
+        return T.get(self.target, self.program) if self.target in T.TARGETS else None
+
+    def _bits(self):
+        t = self.target_obj()
+        return [t.display_name() if t else self.target, self.arch] + (t.describe(self) if t else [])
+
     def label(self):
-        bits = [self.target, self.arch]
-        if self.target == "bochs":
-            bits.append("%s-x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus))
-        elif self.target.startswith("qemu"):
-            bits.append(self._boot_label())
-            if self.cpus != 2:
-                bits.append("x%d" % self.cpus)
+        """The run directory's name: bochs-2.7-amd64-tigerlake-x2[-<command line>]."""
+        bits = [b.replace(" ", "-") for b in self._bits()]
         if self.cmdline:
             bits.append(re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.cmdline)[:60])
         return "-".join(bits)
 
     def name(self):
-        """Short human name for tables and JUnit suites."""
-        n = "%s/%s" % (self.target, self.arch)
-        if self.target == "bochs":
-            n += "/%s x%d" % (self.cpu_model or T.DEFAULT_BOCHS_MODEL, self.cpus)
-        elif self.target.startswith("qemu"):
-            n += "/" + self._boot_label()
+        """Short human name for tables and JUnit suites: bochs-2.7/amd64/tigerlake x2."""
+        n = "/".join(self._bits())
         if self.cmdline:
             n += " [%s]" % self.cmdline
         return n
@@ -88,7 +88,8 @@ def load_registry(arch, elf=None):
 
 def default_timeout(spec, reg):
     """Boot overhead plus a generous multiple of the selected scenarios' budgets."""
-    base = {"bochs": 60, "qemu-tcg": 60, "qemu-kvm": 30}.get(spec.target, 60)
+    t = spec.target_obj()
+    base = t.boot_overhead_s if t else 60
     if spec.firmware == "uefi":
         base += 30
     if reg is None:
@@ -115,10 +116,8 @@ def new_rundir(spec):
 
 def run(spec):
     """Boot spec on its target and return the run record (a dict)."""
-    if spec.cpus is None:
-        spec.cpus = 1 if spec.target == "bochs" else 2
-    if spec.target in ("qemu-tcg", "qemu-kvm") and spec.firmware == "uefi" and spec.boot == "kernel":
-        spec.boot = "cdrom"               # UEFI has no -kernel path: GRUB from the ISO
+    target = T.get(spec.target, spec.program)
+    target.prepare(spec)
     reg = None
     try:
         reg = load_registry(spec.arch, spec.elf)
@@ -129,29 +128,22 @@ def run(spec):
     rundir = new_rundir(spec)
     t0 = time.monotonic()
     try:
-        if spec.target == "bochs":
-            o = T.run_bochs(spec, rundir)
-        elif spec.target == "qemu-tcg":
-            o = T.run_qemu(spec, rundir, accel="tcg")
-        elif spec.target == "qemu-kvm":
-            o = T.run_kvm(spec, rundir)
-        elif spec.target == "vmware":
-            o = T.run_vmware(spec, rundir)
-        else:
-            raise ValueError("unknown target %r (one of %s)" % (spec.target, ", ".join(TARGETS)))
+        ok, why = target.available()
+        if not ok:
+            raise T.Unavailable(why)
+        o = target.run(spec, rundir)
     except T.Unavailable as e:
         return base_record(spec, rundir, V.UNAVAILABLE, str(e), time.monotonic() - t0)
     except images.ImageError as e:
         return base_record(spec, rundir, V.ERROR, "image: %s" % e, time.monotonic() - t0)
     wall = time.monotonic() - t0
-    if spec.target == "vmware":
-        rec = base_record(spec, rundir, V.BUNDLE,
-                          "bundle written to %s; boot it under VMware, then judge serial.log" % rundir,
+    if o.ended == "bundle":
+        rec = base_record(spec, rundir, V.BUNDLE, o.end_detail or "bundle written to %s" % rundir,
                           wall)
         rec["logs"] = o.logs
         return rec
     # Known bugs match on the model that ran: Bochs' default when none was asked for.
-    model = spec.cpu_model or (T.DEFAULT_BOCHS_MODEL if spec.target == "bochs" else None)
+    model = spec.cpu_model or spec.target_obj().default_model()
     ctx = Context(target=spec.target, arch=spec.arch, cpu_model=model, cpus=spec.cpus,
                   firmware=spec.firmware, target_version=o.version, tests=cmdline_value(spec.cmdline, "tests"),
                   opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
@@ -163,15 +155,16 @@ def run(spec):
 
 
 def base_record(spec, rundir, verdict, reason, wall):
+    t = spec.target_obj()
     return {
         "name": spec.name(),
         "target": spec.target,
+        "target_program": t.program_path() if t else None,
         "arch": spec.arch,
         "cpu_model": spec.cpu_model,
         "cpus": spec.cpus,
         "firmware": spec.firmware,
-        "boot": spec.boot if spec.target.startswith("qemu") else
-                ("cdrom" if spec.target in ("bochs", "vmware") else None),
+        "boot": t.medium(spec) if t else None,
         "options": {"opt": spec.opt, "tests": spec.tests, "inject": spec.inject,
                     "extra": spec.extra, "cmdline": spec.cmdline},
         "timeout_s": spec.timeout,
@@ -203,12 +196,14 @@ def screen_off_reason(j, reg):
     return "NO_VGA_ART (0x%x) set: the image draws nothing" % bit if opt & bit else ""
 
 
-def apply_screen(rec, j, rows, kind, error="", reg=None):
+def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True):
     """Check the decoded screen against the judged serial log; may turn the
     run into a harness ERROR (the screen must say what serial says)."""
     scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
     off = screen_off_reason(j, reg)
-    if off:
+    if not has_screen:
+        scrn["reason"] = error or "the target has no screen to read back"
+    elif off:
         scrn["reason"] = off
     elif j.image_result is not None and j.verdict not in (V.NO_OUTPUT, V.CRASH, V.TIMEOUT):
         if rows is None:
@@ -244,7 +239,9 @@ def record(spec, ctx, j, o, wall, rundir):
         if rec["verdict"] in (V.GOOD, V.SKIP, V.BAD):
             rec["verdict"] = rec["effective_verdict"] = V.ERROR
             rec["reason"] = "; ".join(o.problems)
-    apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error, ctx.registry)
+    t = spec.target_obj()
+    apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error, ctx.registry,
+                 has_screen=t.has_screen if t else True)
     return rec
 
 
@@ -266,6 +263,7 @@ def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, test
     spec = RunSpec(target=target, arch=arch or "?", cpu_model=cpu_model, tests=tests, cpus=0)
     rec = base_record(spec, None, j.verdict, j.reason, 0.0)
     rec["name"] = "%s: %s" % (target, serial)
+    rec["target_program"] = None          # judged here, run elsewhere
     rec["boot"] = (p.banner or {}).get("boot")
     rec["firmware"] = (p.banner or {}).get("boot")
     rec.update(j.to_dict())

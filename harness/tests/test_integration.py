@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import images, registry, targets
+from harness import images, registry
 from harness import verdicts as V
 from harness.runner import RunSpec, run
 
@@ -221,19 +221,6 @@ def test_list_command_reads_registry():
     for arch in ARCHES:
         for sid in registry_for(arch).ids(arch):
             assert sid in r.stdout
-
-
-def test_qemu_kvm_needs_real_vmx():
-    ok, reason = targets.kvm_probe()
-    if not ok:
-        rec = run(RunSpec(target="qemu-kvm", arch="amd64", elf="/nonexistent.elf"))
-        assert rec["verdict"] == V.UNAVAILABLE and rec["reason"] == reason
-        pytest.skip("qemu-kvm unavailable: " + reason)
-    need_images()
-    rec = run(RunSpec(target="qemu-kvm", arch="amd64"))
-    assert_clean(rec)
-    assert rec["caps"].get("vmx") == "1", show(rec)
-    assert rec["verdict"] not in (V.TIMEOUT, V.CRASH, V.NO_OUTPUT), show(rec)
 
 
 def test_judge_reproduces_a_real_run_and_catches_a_doctored_screen(tmp_path):

@@ -1,0 +1,252 @@
+"""QEMU with TCG: boots everything, has no VMX (every VMX scenario must SKIP).
+
+The QEMU machinery (command line, QMP monitor, screen read-back) lives here; qemu_kvm.py
+runs the same with -accel kvm.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from .. import images
+from .. import screen as scr
+from ..logparse import parse_log
+from .base import Outcome, Target, Unavailable, kill, remove, serial_has_result
+
+OVMF = "/usr/share/ovmf/OVMF.fd"
+QEMU = "qemu-system-x86_64"
+# QEMU: the image waits ~5 s after RESULT before isa-debug-exit; read the
+# screen within that window.
+QEMU_SCREEN_DELAY_S = 0.5
+QEMU_SCREEN_TRIES = 5
+QEMU_DEBUG_EXIT = {0x10: "GOOD", 0x11: "SKIP", 0x12: "ERROR", 0x13: "BAD", 0x14: "CRASH"}
+
+
+class Monitor:
+    """Minimal QMP client over a unix socket (synchronous commands, events skipped)."""
+
+    def __init__(self, path, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.settimeout(timeout)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._buf = b""
+        self._read()                               # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("QMP socket closed")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self._read()
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError("QMP %s: %s" % (name, r["error"].get("desc", r["error"])))
+
+    def quit(self):
+        try:
+            self.sock.sendall(b'{"execute": "quit"}\n')
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def qemu_version():
+    try:
+        out = subprocess.run([QEMU, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, timeout=20, text=True).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else None
+
+
+def qemu_command(spec, rundir, monitor_path, accel):
+    cmd = [QEMU, "-name", "lhv", "-accel", accel,
+           "-cpu", spec.cpu_model or ("max" if accel == "tcg" else "host"),
+           "-smp", str(spec.cpus), "-m", "256", "-display", "none", "-no-reboot",
+           "-serial", "file:" + str(rundir / "serial.log"),
+           "-qmp", "unix:%s,server=on,wait=off" % monitor_path,
+           "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+           "-d", "cpu_reset", "-D", str(rundir / "qemu.log")]
+    if spec.firmware == "uefi":
+        cmd += ["-bios", OVMF]
+    if spec.boot == "disk":
+        # The hybrid ISO written to a USB stick: a raw hard disk, BIOS (MBR) or UEFI (GPT/ESP).
+        iso = spec.iso or images.custom_iso(spec.arch, spec.cmdline)
+        cmd += ["-drive", "file=%s,format=raw,if=ide,media=disk,snapshot=on" % iso]
+    elif spec.boot == "cdrom" or spec.firmware == "uefi":
+        cmd += ["-cdrom", str(spec.iso or images.custom_iso(spec.arch, spec.cmdline))]
+        if spec.firmware != "uefi":
+            cmd += ["-boot", "d"]
+    else:
+        cmd += ["-kernel", str(spec.elf or images.require(images.elf_path(spec.arch)))]
+        if spec.cmdline:
+            cmd += ["-append", spec.cmdline]
+    return cmd
+
+
+def _qemu_screen(mon, spec, rundir, font):
+    """Dump the screen through the monitor; returns (kind, rows) or raises."""
+    if spec.firmware == "uefi":
+        path = rundir / "screen.ppm"
+        mon.cmd("screendump", filename=str(path))
+        for _ in range(50):
+            try:
+                img = scr.parse_ppm(path.read_bytes())
+            except (FileNotFoundError, ValueError):
+                time.sleep(0.05)
+                continue
+            (rundir / "screen.png").write_bytes(scr.write_png(*img))
+            return "ppm", scr.decode_framebuffer(*img, font)
+        raise RuntimeError("screendump produced no readable file")
+    path = rundir / "vga.bin"
+    mon.cmd("pmemsave", val=0xb8000, size=4000, filename=str(path))
+    return "vga", scr.decode_vga_text(path.read_bytes())
+
+
+def _screen_agrees(rows, serial_path):
+    p = parse_log(serial_path.read_bytes())
+    if p.result is None:
+        return scr.screen_facts(rows)["result"] is not None
+    return scr.check(rows, p.result, {t.id: t.verdict for t in p.tests})[0]
+
+
+def run_qemu(spec, rundir, accel="tcg"):
+    if shutil.which(QEMU) is None:
+        raise Unavailable("%s is not installed (apt-get install qemu-system-x86)" % QEMU)
+    if spec.firmware == "uefi" and not os.path.exists(OVMF):
+        raise Unavailable("%s is missing (apt-get install ovmf)" % OVMF)
+    font = None
+    if spec.firmware == "uefi":
+        font = scr.load_font(spec.font or images.require(images.font_path()))
+    o = Outcome(version=qemu_version())
+    remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log")
+    mondir = tempfile.mkdtemp(prefix="lhvmon")      # unix socket paths must be short
+    monpath = os.path.join(mondir, "m")
+    o.command = qemu_command(spec, rundir, monpath, accel)
+    o.logs = {"serial": str(rundir / "serial.log"), "emulator": str(rundir / "qemu.log"),
+              "emulator_stdout": str(rundir / "qemu.out")}
+    mon = None
+    try:
+        with open(rundir / "qemu.out", "w") as out:
+            proc = subprocess.Popen(o.command, cwd=rundir, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + spec.timeout
+            try:
+                try:
+                    mon = Monitor(monpath)
+                except OSError as e:
+                    o.problems.append("cannot reach the QEMU monitor: %s" % e)
+                while proc.poll() is None:
+                    now = time.monotonic()
+                    if serial_has_result(rundir / "serial.log"):
+                        o.ended = "result"
+                        break
+                    if now > deadline:
+                        o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
+                        break
+                    time.sleep(0.05)
+                if proc.poll() is None and mon is not None:
+                    tries = QEMU_SCREEN_TRIES if o.ended == "result" else 1
+                    for i in range(tries):
+                        time.sleep(QEMU_SCREEN_DELAY_S)
+                        if proc.poll() is not None:
+                            break
+                        try:
+                            o.screen_kind, o.screen_rows = _qemu_screen(mon, spec, rundir, font)
+                            o.screen_error = ""
+                        except (OSError, RuntimeError, ValueError, ConnectionError) as e:
+                            o.screen_error = "screen read-back failed: %s" % e
+                            continue
+                        # The serial RESULT can be ahead of the screen: retry until the
+                        # screen agrees (or the tries run out; the judge reports it then).
+                        if _screen_agrees(o.screen_rows, rundir / "serial.log"):
+                            break
+                    o.end_state = "quit_by_harness" if o.ended == "result" else "killed_timeout"
+                    mon.quit()
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+            finally:
+                kill(proc)
+    finally:
+        if mon is not None:
+            mon.close()
+        shutil.rmtree(mondir, ignore_errors=True)
+    o.exit_status = proc.returncode
+    if o.screen_kind:
+        o.logs["screen"] = str(rundir / ("screen.ppm" if o.screen_kind == "ppm" else "vga.bin"))
+    elif not o.screen_error:
+        o.screen_error = "no screen dump (QEMU ended before the harness could read it)"
+    try:
+        qlog = (rundir / "qemu.log").read_text(errors="replace")
+    except FileNotFoundError:
+        qlog = ""
+    if o.end_state == "" and proc.returncode is not None and proc.returncode & 1 \
+            and (proc.returncode >> 1) in QEMU_DEBUG_EXIT:
+        o.end_state = "debug_exit %s" % QEMU_DEBUG_EXIT[proc.returncode >> 1]
+    if "Triple fault" in qlog:
+        o.ended, o.end_detail = "crash", "qemu: triple fault (see qemu.log)"
+    elif o.ended is None:
+        if serial_has_result(rundir / "serial.log"):
+            o.ended = "result"
+        else:
+            qout = (rundir / "qemu.out").read_text(errors="replace").strip()
+            o.ended = "exited"
+            o.end_detail = "qemu exited (status %s) before RESULT%s" % (
+                proc.returncode, (": " + qout.splitlines()[-1]) if qout else "")
+            if not o.end_state:
+                o.end_state = "exited"
+    return o
+
+
+class QemuTcg(Target):
+    name = "qemu-tcg"
+    accel = "tcg"
+    firmwares = ("bios", "uefi")
+
+    def version(self):
+        return qemu_version()
+
+    def prepare(self, spec):
+        super().prepare(spec)
+        if spec.firmware == "uefi" and spec.boot == "kernel":
+            spec.boot = "cdrom"               # UEFI has no -kernel path: GRUB from the ISO
+
+    def describe(self, spec):
+        return [spec.boot_label()] + (["x%d" % spec.cpus] if spec.cpus != 2 else [])
+
+    def medium(self, spec):
+        return spec.boot
+
+    def run(self, spec, rundir):
+        return run_qemu(spec, rundir, accel=self.accel)
