@@ -196,6 +196,8 @@ static const char *const g_exception_names[32] = {
 
 static void exception(struct trap_frame *f)
 {
+    if (runner_fixup_exception(f))
+        return; /* a fault a scenario asked for (l1_expect_fault): recorded, L1 resumes */
     static volatile int depth[MAX_CPUS];
     int cpu = this_cpu_index();
     if (depth[cpu]++ > 0 || f->vector == 8) {

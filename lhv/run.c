@@ -121,6 +121,49 @@ void runner_on_exception(const char *what)
         scenario_abort(VERDICT_ERROR, "L1 exception: %s", what);
 }
 
+/* The expected fault a scenario armed (scenario.h). Written by the BSP's scenario, read by the
+ * BSP's exception handler: volatile keeps the order of arming and the instruction. */
+static struct {
+    volatile bool armed, taken;
+    uint32_t vector;
+    uintptr_t insn, resume;
+    struct l1_fault seen;
+} g_expected_fault;
+
+void l1_expect_fault(uint32_t vector, uintptr_t insn, uintptr_t resume)
+{
+    g_expected_fault.vector = vector;
+    g_expected_fault.insn = insn;
+    g_expected_fault.resume = resume;
+    g_expected_fault.taken = false;
+    g_expected_fault.armed = true;
+}
+
+bool l1_fault_taken(struct l1_fault *seen)
+{
+    g_expected_fault.armed = false;
+    if (g_expected_fault.taken)
+        *seen = g_expected_fault.seen;
+    return g_expected_fault.taken;
+}
+
+bool runner_fixup_exception(struct trap_frame *f)
+{
+    if (!g_expected_fault.armed || !g_in_scenario || this_cpu_index() != 0 || f->vector != g_expected_fault.vector ||
+        f->ip != g_expected_fault.insn)
+        return false;
+    struct l1_fault *seen = &g_expected_fault.seen;
+    seen->vector = (uint32_t)f->vector;
+    seen->error = f->error;
+    seen->ip = f->ip;
+    seen->flags = f->flags;
+    seen->cr2 = read_cr2();
+    f->ip = g_expected_fault.resume;
+    g_expected_fault.armed = false;
+    g_expected_fault.taken = true;
+    return true;
+}
+
 /* The VMX floor's checked accessors and VMCS set-up report a failure here (vmx_fail()): the
  * scenario that asked for it ends with ERROR, as any other abort. */
 static __attribute__((noreturn)) void vmx_failed(const char *reason) { scenario_abort(VERDICT_ERROR, "%s", reason); }
@@ -278,6 +321,7 @@ static void run_body(const struct lhv_scenario_def *d)
         returned = true;
     }
     g_in_scenario = false;
+    g_expected_fault.armed = false; /* a fault armed and never taken belongs to this scenario only */
     guard_after_body(returned, &changes); /* first: CR3, the IDT, VMX operation the rest relies on */
     if (!returned)
         nmi_iret(); /* an abort from an NMI handler never reached its IRET: unblock NMIs */

@@ -36,6 +36,10 @@ void report_final_screen(enum verdict result, const char *banner, const char *ca
 
 void runner_watchdog(uintptr_t interrupted_ip);
 void runner_on_exception(const char *what);
+/* Called first by the exception handler: true when the fault was the one a scenario armed with
+ * l1_expect_fault() (then f->ip is the resume address and the handler just returns). */
+struct trap_frame;
+bool runner_fixup_exception(struct trap_frame *f);
 const struct lhv_scenario_def *selftest_find(const char *name, bool *breaks_l1);
 void selftest_break_l1_now(const char *name);
 const char *selftest_names(void); /* "l2_hang l1_hang ...", for the error message */

@@ -65,4 +65,18 @@ bool expect_eq_u64(struct scenario *s, const char *what, uint64_t expected, uint
 #define expect_eq(s, what, expected, observed) \
     expect_eq_u64((s), (what), (uint64_t)(expected), (uint64_t)(observed))
 
+/* An expected fault in L1 (lhv/run.c). A scenario that wants one L1 instruction to fault (a
+ * VMREAD to an unmapped page...) arms it with the vector, the instruction's address and where L1
+ * goes on afterwards; the exception handler hands a matching fault (that vector at that RIP, on
+ * the BSP, inside a scenario) to the runner, which records it and resumes at `resume` instead of
+ * ending the scenario with ERROR. Any other exception still ends it with ERROR. One shot: the
+ * first match or l1_fault_taken() disarms it. */
+struct l1_fault {
+    uint32_t vector;
+    uint64_t error, ip, flags, cr2; /* from the exception frame; CR2 read in the handler */
+};
+void l1_expect_fault(uint32_t vector, uintptr_t insn, uintptr_t resume);
+/* Disarms; true (with *seen filled) when the armed fault came. */
+bool l1_fault_taken(struct l1_fault *seen);
+
 #endif

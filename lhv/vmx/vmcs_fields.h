@@ -5,6 +5,7 @@
  */
 #define VMCS_FIELD_TABLE(X)                          \
     X(VPID, 0x0000)                                  \
+    X(POSTED_INTR_NV, 0x0002)                        \
     X(EPTP_INDEX, 0x0004)                            \
     X(GUEST_ES_SELECTOR, 0x0800)                     \
     X(GUEST_CS_SELECTOR, 0x0802)                     \
@@ -14,6 +15,7 @@
     X(GUEST_GS_SELECTOR, 0x080a)                     \
     X(GUEST_LDTR_SELECTOR, 0x080c)                   \
     X(GUEST_TR_SELECTOR, 0x080e)                     \
+    X(GUEST_INTR_STATUS, 0x0810)                     \
     X(PML_INDEX, 0x0812)                             \
     X(HOST_ES_SELECTOR, 0x0c00)                      \
     X(HOST_CS_SELECTOR, 0x0c02)                      \
@@ -28,11 +30,21 @@
     X(EXIT_MSR_STORE_ADDR, 0x2006)                   \
     X(EXIT_MSR_LOAD_ADDR, 0x2008)                    \
     X(ENTRY_MSR_LOAD_ADDR, 0x200a)                   \
+    X(EXECUTIVE_VMCS_PTR, 0x200c)                    \
     X(PML_ADDRESS, 0x200e)                           \
     X(TSC_OFFSET, 0x2010)                            \
+    X(VIRTUAL_APIC_PAGE, 0x2012)                     \
+    X(APIC_ACCESS_ADDR, 0x2014)                      \
+    X(POSTED_INTR_DESC, 0x2016)                      \
     X(VMFUNC_CONTROLS, 0x2018)                       \
     X(EPT_POINTER, 0x201a)                           \
+    X(EOI_EXIT_BITMAP0, 0x201c)                      \
+    X(EOI_EXIT_BITMAP1, 0x201e)                      \
+    X(EOI_EXIT_BITMAP2, 0x2020)                      \
+    X(EOI_EXIT_BITMAP3, 0x2022)                      \
     X(EPTP_LIST_ADDR, 0x2024)                        \
+    X(VMREAD_BITMAP, 0x2026)                         \
+    X(VMWRITE_BITMAP, 0x2028)                        \
     X(TSC_MULTIPLIER, 0x2032)                        \
     X(GUEST_PHYSICAL_ADDRESS, 0x2400)                \
     X(VMCS_LINK_POINTER, 0x2800)                     \
