@@ -195,7 +195,7 @@ def build_parser():
                    help="qemu: -kernel ELF (BIOS, default), the ISO as a CD, or the ISO as a raw disk (USB stick)")
     r.add_argument("--opt", help="lhv_opt value, passed as given (e.g. 0x3e)")
     r.add_argument("--tests", help="tests=<glob>[,<glob>...], leading - excludes")
-    r.add_argument("--inject", help="inject=<scenario id>: arm its negative control")
+    r.add_argument("--inject", help="inject=<glob>[,<glob>...]: arm the negative controls of the selected scenarios it matches")
     r.add_argument("--cmdline", help="extra text for the image command line, verbatim")
     r.add_argument("--timeout", type=float, help="wall-clock limit per run in seconds")
     r.add_argument("--out", help="run directory (kept logs); default images/runs/<stamp>-<label>")

@@ -216,14 +216,6 @@ static bool tests_select(const char *tests, const char *id)
     return !any_positive || included;
 }
 
-static const struct lhv_scenario_def *find_scenario(const char *id, size_t len)
-{
-    for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
-        if (strlen(d->id) == len && !memcmp(d->id, id, len))
-            return d;
-    return NULL;
-}
-
 /* Selected by LHV_OPT and tests=, whichever image it is built for. */
 static bool selected_any_arch(const struct lhv_scenario_def *d, const struct run_options *o)
 {
@@ -236,7 +228,9 @@ static bool selected(const struct lhv_scenario_def *d, const struct run_options 
     return (d->subarch_mask & LHV_SUBARCH_BIT) && selected_any_arch(d, o);
 }
 
-/* Every glob in tests= must match some scenario, and inject= must name one. */
+static bool validate_inject(const struct run_options *o, char *error, size_t size);
+
+/* Every glob in tests= must match some scenario, and so must every glob of inject=. */
 static bool validate_selection(const struct run_options *o, char *error, size_t size)
 {
     const char *p = o->tests;
@@ -251,17 +245,46 @@ static bool validate_selection(const struct run_options *o, char *error, size_t 
             return false;
         }
     }
-    const struct lhv_scenario_def *target = o->inject[0] ? find_scenario(o->inject, strlen(o->inject)) : NULL;
-    if (o->inject[0] && !target) {
-        snprintf(error, size, "inject=%s: no such scenario", o->inject);
-        return false;
-    }
-    if (target && !selected(target, o)) {
-        snprintf(error, size, "inject=%s: that scenario is not selected by lhv_opt=0x%llx tests=%s", o->inject,
-                 (unsigned long long)o->opt, o->tests[0] ? o->tests : "*");
-        return false;
+    return validate_inject(o, error, size);
+}
+
+/* inject= takes globs as tests= does, without exclusions: each must match a selected scenario. */
+static bool validate_inject(const struct run_options *o, char *error, size_t size)
+{
+    const char *p = o->inject;
+    bool exclude;
+    char pattern[64];
+    while (next_glob(&p, pattern, sizeof(pattern), &exclude)) {
+        bool exists = false, armed = false;
+        for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++) {
+            bool match = glob_match(pattern, d->id, strlen(d->id));
+            exists |= match;
+            armed |= match && selected(d, o);
+        }
+        if (exclude || !exists) {
+            snprintf(error, size, "inject=%s: %s", o->inject,
+                     exclude ? "takes no exclusions" : "no such scenario");
+            return false;
+        }
+        if (!armed) {
+            snprintf(error, size, "inject=%s: '%s' is not selected by lhv_opt=0x%llx tests=%s", o->inject, pattern,
+                     (unsigned long long)o->opt, o->tests[0] ? o->tests : "*");
+            return false;
+        }
     }
     return true;
+}
+
+/* inject=: is this scenario's negative control armed? */
+static bool injected(const struct run_options *o, const char *id)
+{
+    const char *p = o->inject;
+    bool exclude;
+    char pattern[64];
+    while (next_glob(&p, pattern, sizeof(pattern), &exclude))
+        if (glob_match(pattern, id, strlen(id)))
+            return true;
+    return false;
 }
 
 /* SKIP reasons: each requirement word, then what LHV_OPT adds (VPID, large pages). */
@@ -341,7 +364,7 @@ static void run_one(const struct lhv_scenario_def *d)
 {
     memset(&g_current, 0, sizeof(g_current));
     g_current.def = d;
-    g_current.inject = !strcmp(g_options->inject, d->id);
+    g_current.inject = injected(g_options, d->id);
     g_reported = false;
     int req = check_requirements(d, g_current.reason, sizeof(g_current.reason));
     if (req != REQ_MET) {
