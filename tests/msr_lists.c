@@ -25,7 +25,11 @@
  * qualification. L1 gives a VM-entry MSR-load list of four: SYSENTER_ESP, SYSENTER_EIP (their
  * own values, which the host-state load rewrites anyway), x2APIC TPR 0x808 third, SYSENTER_CS
  * fourth: expected 0x80000022 with qualification 3 (vmentry_fail_info checks IA32_FS_BASE at
- * position 2).
+ * position 2). On a CPU without x2APIC (CPUID.1:ECX[21]) IA32_GS_BASE (0xc0000101, the other
+ * MSR 27.4 names) takes the third place: Bochs' corei7_sandy_bridge_2600k model has no x2APIC,
+ * its LoadMSRs() (cpu/vmx.cc) checks the x2APIC range only when x2APIC is offered, and its
+ * default ignore_bad_msrs=1 lets the WRMSR of the unknown MSR 0x808 succeed, so the entry would
+ * go on; a real CPU without x2APIC raises #GP for that WRMSR and fails the entry.
  * GOOD: every value where the SDM says. BAD: the first MSR and list that disagreed.
  * Negative control (inject=msr_lists): L1 leaves the VM-entry MSR-load count at 0, so the
  * guest sees L1's values.
@@ -42,6 +46,8 @@ LHV_SCENARIO(msr_lists, LHV_OPT_USE_MSR_LOAD, "vmx,msr_bitmap", 3000, SUBARCH_AL
 #define MAX_MSRS 8
 #define MSR_IA32_TSC 0x10u
 #define MSR_X2APIC_TPR 0x808u
+#define MSR_IA32_GS_BASE 0xc0000101u
+#define CPUID1_ECX_X2APIC (1u << 21)
 #define REFUSED_POSITION 3 /* 1-based, as the exit qualification counts */
 #define ENTRY_FAIL_MSR_LOADING ((1u << 31) | EXIT_MSR_LOADING)
 
@@ -157,9 +163,10 @@ static bool check_stored_tsc(struct scenario *s, uint64_t before, uint64_t store
 /* An entry VM entry may not load (27.4): the entry fails with exit 34 | bit 31 and its index. */
 static bool refused_msr_entry(struct scenario *s, struct vcpu *v, struct msr_entry *list)
 {
-    const uint32_t index[4] = { MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_X2APIC_TPR, MSR_IA32_SYSENTER_CS };
+    uint32_t refused = (cpuid(1, 0).ecx & CPUID1_ECX_X2APIC) ? MSR_X2APIC_TPR : MSR_IA32_GS_BASE;
+    const uint32_t index[4] = { MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, refused, MSR_IA32_SYSENTER_CS };
     for (int i = 0; i < 4; i++)
-        list[i] = (struct msr_entry){ index[i], 0, index[i] == MSR_X2APIC_TPR ? 0 : rdmsr(index[i]) };
+        list[i] = (struct msr_entry){ index[i], 0, index[i] == refused ? 0 : rdmsr(index[i]) };
     vmcs_write(VMCS_ENTRY_MSR_LOAD_ADDR, (uintptr_t)list);
     vmcs_write(VMCS_ENTRY_MSR_LOAD_COUNT, 4);
     vmcs_write(VMCS_EXIT_MSR_STORE_COUNT, 0);
@@ -169,13 +176,13 @@ static bool refused_msr_entry(struct scenario *s, struct vcpu *v, struct msr_ent
     int rc = vcpu_run(v);
     vmcs_write(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
     if (rc != VMX_OK)
-        return scenario_bad(s, "x2APIC MSR 0x%x at entry %d of the VM-entry MSR-load list: expected exit 0x%x, observed "
+        return scenario_bad(s, "MSR 0x%x at entry %d of the VM-entry MSR-load list: expected exit 0x%x, observed "
                                "VMfail (status %d, VM-instruction error %u)",
-                            MSR_X2APIC_TPR, REFUSED_POSITION, ENTRY_FAIL_MSR_LOADING, rc, v->entry_error);
+                            refused, REFUSED_POSITION, ENTRY_FAIL_MSR_LOADING, rc, v->entry_error);
     if (v->exit.reason != ENTRY_FAIL_MSR_LOADING || v->exit.qualification != REFUSED_POSITION)
-        return scenario_bad(s, "x2APIC MSR 0x%x at entry %d of the VM-entry MSR-load list: expected exit 0x%x with "
+        return scenario_bad(s, "MSR 0x%x at entry %d of the VM-entry MSR-load list: expected exit 0x%x with "
                                "qualification %d, observed exit 0x%x (%s) with qualification 0x%llx",
-                            MSR_X2APIC_TPR, REFUSED_POSITION, ENTRY_FAIL_MSR_LOADING, REFUSED_POSITION, v->exit.reason,
+                            refused, REFUSED_POSITION, ENTRY_FAIL_MSR_LOADING, REFUSED_POSITION, v->exit.reason,
                             exit_reason_name(v->exit.reason), (unsigned long long)v->exit.qualification);
     return true;
 }
@@ -216,9 +223,9 @@ static void msr_lists(struct scenario *s)
     /* The refused entry runs whatever the lists said: one bug must not hide the other. */
     ok = refused_msr_entry(s, &v, page_alloc()) && ok;
     if (ok) {
-        scenario_info(s, "%d MSRs moved through all three lists, IA32_TSC stored without offset, x2APIC MSR refused "
-                         "at entry %d",
-                      n, REFUSED_POSITION);
+        scenario_info(s, "%d MSRs moved through all three lists, IA32_TSC stored without offset, MSR 0x%x refused at "
+                         "entry %d",
+                      n, (cpuid(1, 0).ecx & CPUID1_ECX_X2APIC) ? MSR_X2APIC_TPR : MSR_IA32_GS_BASE, REFUSED_POSITION);
         scenario_good(s);
     }
 }
