@@ -9,10 +9,25 @@
  * Source: seed 002, where a pending preemption-timer exit taken instead of the expected re-entry
  * into L2 exposed stale PAE PDPTEs in KVM; scenarios that need "an exit to L1 right away" use this
  * timer because Bochs 2.7 never delivers MTF exits.
+ * 27.7.4 "VMX-Preemption Timer" (VM entries): a timer that expires during VM entry (value 0)
+ * causes its VM exit "with its normal priority after any event injection and before execution of
+ * any instruction following VM entry" (pending debug exceptions established by the entry come
+ * first); 27.6.1 "Vectored-Event Injection": an injected event is delivered within the guest
+ * context established by VM entry, so delivery through L2's IDT completes and the exit comes with
+ * the guest RIP at the handler's first instruction, nothing of the handler executed, and no
+ * IDT-vectoring information (the delivery was not interrupted; 28.2.4). Used here as the rule:
+ * injection first, then the timer exit, the handler's first instruction not yet done.
  * Checks: (1) value 0: exit 52 with the guest RIP still at its first instruction; (2) value N
  * while the guest spins: exit 52, no sooner than (N - 1) * 2^X TSC cycles after the entry, and,
  * when the save control exists, a saved value of 0; (3) a VMCALL before expiry saves a value
- * below N (INFO when the save control is absent).
+ * below N (INFO when the save control is absent); (4) value 0 with an injected #UD (hardware
+ * exception, vector 6, delivered through L2's own IDT from guest/idt.c): exit 52 with the guest
+ * RIP at the #UD handler's first instruction, IDT-vectoring information invalid and the VM-entry
+ * interruption information consumed (valid bit 0); resumed with a large timer, the handler's
+ * first instruction then runs and reports the frame's RIP, which must be the guest RIP of the
+ * injecting entry (the event delivered exactly once, not again). A hypervisor that delivers its
+ * timer exit before injecting (exit at the old RIP, event still pending) or that injects after
+ * running the handler's first instruction is BAD.
  * Negative control (inject=preempt_timer): L1 forgets the pin-based "activate VMX-preemption
  * timer" control, so the guest spins to its end and reports that no exit came.
  * Needs: the VMX-preemption timer.
@@ -29,6 +44,23 @@ LHV_SCENARIO(preempt_timer, 0, "vmx,preempt_timer", 5000, SUBARCH_ALL, preempt_t
 #define CALL_SPIN_ENDED (GUEST_CALL_USER + 1)
 #define TIMER_VALUE 2000u
 #define SPIN_ITERATIONS 5000000ul
+#define CALL_UD_HANDLER (GUEST_CALL_USER + 2)
+#define VECTOR_UD 6
+_Static_assert(CALL_UD_HANDLER == 0x102, "keep the assembly's constant in step");
+
+/* L2's #UD handler: its first instruction reads the frame's RIP; then it reports it. */
+extern const uint8_t pt_ud_handler[];
+__asm__(".pushsection .text\n"
+        "pt_ud_handler:\n"
+#ifdef __x86_64__
+        "    mov (%rsp), %rbx\n"
+#else
+        "    mov (%esp), %ebx\n"
+#endif
+        "    mov $0x102, %eax\n"
+        "    vmcall\n"
+        "    ud2\n"
+        ".popsection\n");
 
 static uintptr_t guest_spin(uintptr_t iterations)
 {
@@ -54,6 +86,36 @@ static bool run_to_timer_exit(struct scenario *s, struct vcpu *v)
                                "iterations to its end",
                             SPIN_ITERATIONS);
     return vcpu_check_exit(s, v, EXIT_PREEMPTION_TIMER);
+}
+
+/* (4) Timer 0 with an injected #UD: delivered first, then the timer exit at the handler. */
+static bool zero_timer_with_injection(struct scenario *s, struct vcpu *v)
+{
+    uint16_t idt_limit;
+    uintptr_t idt = guest_idt_build(&idt_limit);
+    guest_idt_set_gate(VECTOR_UD, (uintptr_t)pt_ud_handler);
+    vmcs_write(VMCS_GUEST_IDTR_BASE, idt);
+    vmcs_write(VMCS_GUEST_IDTR_LIMIT, idt_limit);
+    vcpu_set_controls(VMCS_EXCEPTION_BITMAP, 0, 1u << VECTOR_UD);
+    restart_guest(v, SPIN_ITERATIONS, 0);
+    vmcs_write(VMCS_ENTRY_INTERRUPTION_INFO, INTR_INFO_VALID | INTR_TYPE_HW_EXCEPTION | VECTOR_UD);
+    if (!run_to_timer_exit(s, v))
+        return false;
+    if (v->exit.guest_rip != (uintptr_t)pt_ud_handler)
+        return scenario_bad(s, "injected #UD with timer 0: expected the timer exit at the handler's first instruction "
+                               "0x%llx, observed guest RIP 0x%llx (trampoline 0x%llx)",
+                            (unsigned long long)(uintptr_t)pt_ud_handler, (unsigned long long)v->exit.guest_rip,
+                            (unsigned long long)(uintptr_t)guest_trampoline);
+    if (!expect_eq(s, "IDT-vectoring information at the timer exit after injection", 0,
+                   v->exit.idt_vectoring_info & INTR_INFO_VALID) ||
+        !expect_eq(s, "VM-entry interruption information valid bit after the timer exit", 0,
+                   vmcs_read(VMCS_ENTRY_INTERRUPTION_INFO) & INTR_INFO_VALID))
+        return false;
+    vmcs_write(VMCS_PREEMPTION_TIMER_VALUE, 0xffffffffu);
+    if (!vcpu_run_expect(s, v, EXIT_VMCALL) ||
+        !expect_eq(s, "guest VMCALL from the #UD handler", CALL_UD_HANDLER, v->regs.rax))
+        return false;
+    return expect_eq(s, "return RIP in the #UD frame", (uintptr_t)guest_trampoline, v->regs.rbx);
 }
 
 static void preempt_timer(struct scenario *s)
@@ -102,5 +164,6 @@ static void preempt_timer(struct scenario *s)
         return (void)scenario_bad(s, "expected a saved timer value in (0, 0xffffffff) after an early VMCALL, "
                                      "observed 0x%llx",
                                   (unsigned long long)saved);
-    scenario_good(s);
+    if (zero_timer_with_injection(s, &v))
+        scenario_good(s);
 }
