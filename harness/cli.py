@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import images
+from . import qrphoto
 from . import registry as regmod
 from . import report
 from . import targets as T
 from . import verdicts as V
-from .runner import TARGETS, RunSpec, judge_file, load_registry, run
+from .runner import TARGETS, RunSpec, judge_file, judge_photo, load_registry, run
 
 
 def _csv(s):
@@ -152,11 +153,19 @@ def cmd_run(args):
 
 
 def cmd_judge(args):
-    recs = [judge_file(s, arch=args.arch, elf=args.elf, target=args.target,
-                       cpu_model=args.cpu_model, tests=args.tests, screen=args.screen,
-                       screen_kind=args.screen_kind, font=args.font,
-                       target_version=args.target_version)
+    if not args.serial and not args.photo:
+        print("judge: give serial logs, or --photo pictures of the final screen", file=sys.stderr)
+        return V.EXIT_USAGE
+    common = dict(arch=args.arch, elf=args.elf, target=args.target, cpu_model=args.cpu_model,
+                  tests=args.tests, target_version=args.target_version)
+    recs = [judge_file(s, screen=args.screen, screen_kind=args.screen_kind, font=args.font, **common)
             for s in args.serial]
+    for photo in args.photo or []:
+        try:
+            recs.append(judge_photo(photo, **common))
+        except qrphoto.DecodeError as e:
+            print("judge --photo: %s" % e, file=sys.stderr)
+            return V.EXIT_STATUS[V.NO_OUTPUT]
     _print_runs(recs)
     _write_reports(args, recs)
     return report.exit_code(recs)
@@ -209,7 +218,9 @@ def build_parser():
     r.set_defaults(func=cmd_run)
 
     j = sub.add_parser("judge", help="judge serial logs captured elsewhere")
-    j.add_argument("serial", nargs="+")
+    j.add_argument("serial", nargs="*")
+    j.add_argument("--photo", action="append",
+                   help="a picture of the final screen: its QR code is decoded (zbar) and judged")
     j.add_argument("--arch", help="default: from the banner")
     j.add_argument("--elf", help="registry source (default images/lhv-<arch>.elf when present)")
     j.add_argument("--target", default="judge", help="target name for known bugs and reports")

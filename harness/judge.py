@@ -59,6 +59,7 @@ class Context:
     end_detail: str = ""
     registry: object = None           # registry.Registry or None
     known_bugs: tuple = kb.KNOWN_BUGS
+    qr_cut: bool = False              # a QR code's text cut to fit a small screen (see below)
 
 
 @dataclass
@@ -77,11 +78,12 @@ class Judgement:
     summary: dict = None
     errors: list = field(default_factory=list)
     exceptions: list = field(default_factory=list)
+    failures_left_out: bool = False   # a cut QR text lists only some of the non-GOOD scenarios
 
     @property
     def effective_verdict(self):
         """The verdict with known target bugs counted as GOOD."""
-        if self.problems or self.verdict not in (V.BAD, V.ERROR):
+        if self.problems or self.verdict not in (V.BAD, V.ERROR) or self.failures_left_out:
             return self.verdict
         if self.image_result != self.verdict or self.errors:
             return self.verdict
@@ -139,6 +141,40 @@ def cmdline_value(cmdline, key):
     return val
 
 
+QR_CUT_MARK = b"LHV QR CUT"
+
+
+def _judge_cut_qr(p, j):
+    """The QR code of a small screen (VGA text) leaves out the banner, CAPS and GOOD lines, and
+    when even that does not fit, some of the other TEST lines (lhv/report.c; an "LHV QR CUT"
+    line says so). What it keeps must still add up: no more TEST lines of each verdict than the
+    SUMMARY counts, and RESULT as the SUMMARY's counts give it."""
+    vs = [s.verdict for s in j.scenarios]
+    j.notes.append("QR text cut to fit the screen: banner, CAPS and GOOD lines left out")
+    if p.result is None or p.summary is None:
+        j.problems.append("no LHV SUMMARY and RESULT in the QR text")
+    else:
+        listed = {"bad": vs.count(V.BAD) + vs.count(V.TIMEOUT), "skipped": vs.count(V.SKIP),
+                  "error": vs.count(V.ERROR)}
+        over = [k for k in listed if listed[k] > p.summary[k]]
+        if over:
+            j.problems.append("the QR's TEST lines count %s, more than its SUMMARY %s" % (listed, p.summary))
+        counted = ([V.BAD] * p.summary["bad"] + [V.ERROR] * p.summary["error"] +
+                   [V.GOOD] * p.summary["good"] + [V.SKIP] * p.summary["skipped"])
+        want = V.image_result(counted)
+        if want and p.result not in (want, V.CRASH):
+            j.problems.append("QR says RESULT %s but its SUMMARY gives %s" % (p.result, want))
+        if sum(listed.values()) < p.summary["bad"] + p.summary["error"] + p.summary["skipped"]:
+            j.failures_left_out = True
+            j.notes.append("some non-GOOD TEST lines left out too: see the screen's rows")
+    if j.problems:
+        j.verdict, j.reason = V.ERROR, "harness: " + "; ".join(j.problems)
+    else:
+        j.verdict = p.result
+        j.reason = ", ".join("%s %s" % (s.id, s.verdict) for s in j.scenarios if s.verdict != V.SKIP)
+    return j
+
+
 def judge_text(text, ctx=None):
     return judge(parse_log(text), ctx)
 
@@ -165,6 +201,8 @@ def judge(p, ctx=None):
     for n, line in p.malformed:
         j.problems.append("malformed TEST line %d: %r" % (n, line))
 
+    if ctx.qr_cut:
+        return _judge_cut_qr(p, j)
     if not p.banners:
         if ctx.ended == "crash" or p.result == V.CRASH or p.exceptions:
             j.verdict = V.CRASH

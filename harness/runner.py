@@ -12,7 +12,7 @@ from . import registry as regmod
 from . import screen as scr
 from . import targets as T
 from . import verdicts as V
-from .judge import Context, cmdline_value, judge
+from .judge import QR_CUT_MARK, Context, cmdline_value, judge
 from .logparse import parse_log
 
 TARGETS = tuple(T.TARGETS)
@@ -245,8 +245,23 @@ def record(spec, ctx, j, o, wall, rundir):
     return rec
 
 
+def judge_photo(photo, **kw):
+    """Decode the final screen's QR code from a picture (a phone photo, a screenshot, a rendered
+    VGA dump) and judge its text exactly as a serial log is judged; returns a run record."""
+    import tempfile
+    from . import qrphoto
+    text = qrphoto.decode(photo)
+    qr_text = Path(tempfile.mkdtemp(prefix="lhv-photo-")) / "qr.txt"
+    qr_text.write_bytes(text)
+    rec = judge_file(qr_text, qr_cut=QR_CUT_MARK in text, **kw)
+    rec["name"] = "photo: %s" % photo
+    rec["logs"]["photo"] = str(photo)
+    rec["qr_text"] = text.decode("utf-8", "replace")
+    return rec
+
+
 def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, tests=None,
-               screen=None, screen_kind=None, font=None, target_version=None):
+               screen=None, screen_kind=None, font=None, target_version=None, qr_cut=False):
     """Judge a serial log captured elsewhere; returns a run record."""
     text = Path(serial).read_bytes()
     p = parse_log(text)
@@ -258,7 +273,7 @@ def judge_file(serial, arch=None, elf=None, target="judge", cpu_model=None, test
         except regmod.ElfError:
             reg = None
     ctx = Context(target=target, arch=arch, cpu_model=cpu_model, tests=tests, registry=reg,
-                  target_version=target_version)
+                  target_version=target_version, qr_cut=qr_cut)
     j = judge(p, ctx)
     spec = RunSpec(target=target, arch=arch or "?", cpu_model=cpu_model, tests=tests, cpus=0)
     rec = base_record(spec, None, j.verdict, j.reason, 0.0)

@@ -31,14 +31,21 @@ static const char *skip_hint(const char *reason)
 
 static char *next_row(void) { return g_report.nrows < MAX_ROWS ? g_report.rows[g_report.nrows++] : NULL; }
 
-static void add_failure_rows(const struct run_totals *t)
+/* "FAILED <id>: <VERDICT> <reason>"; returns the columns the rows need up to the verdict (the
+ * form the harness checks), which the QR code must leave them. */
+static uint32_t add_failure_rows(const struct run_totals *t)
 {
+    uint32_t need = 0;
     for (int i = 0; i < t->result_count; i++) {
         const struct scenario_result *r = &t->results[i];
         char *row;
-        if (r->verdict != VERDICT_GOOD && r->verdict != VERDICT_SKIP && (row = next_row()))
-            snprintf(row, ROW_SIZE, "FAILED %s: %s %s", r->id, verdict_name(r->verdict), r->reason);
+        if (r->verdict == VERDICT_GOOD || r->verdict == VERDICT_SKIP || !(row = next_row()))
+            continue;
+        int head = snprintf(row, ROW_SIZE, "FAILED %s: %s", r->id, verdict_name(r->verdict));
+        snprintf(row + head, ROW_SIZE - (size_t)head, " %s", r->reason);
+        need = (uint32_t)head > need ? (uint32_t)head : need;
     }
+    return need;
 }
 
 /* Skips that share a reason become one row, "12 skipped: <reason>", followed by what to do
@@ -84,6 +91,8 @@ struct text_buf {
     char *buf;
     int capacity, len;
     bool overflow;
+    int reserve;       /* bytes kept free for the SUMMARY and RESULT lines */
+    bool skip_on_full; /* a line that does not fit is left out instead of failing the text */
 };
 
 static void append(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -96,8 +105,8 @@ static void append(struct text_buf *b, const char *fmt, ...)
     va_end(ap);
     if (n >= (int)sizeof(line))
         n = (int)sizeof(line) - 1;
-    if (b->overflow || b->len + n > b->capacity) {
-        b->overflow = true;
+    if (b->overflow || b->len + n > b->capacity - b->reserve) {
+        b->overflow |= !b->skip_on_full;
         return;
     }
     memcpy(b->buf + b->len, line, (size_t)n);
@@ -123,12 +132,14 @@ static void append_result(struct text_buf *b, const struct run_totals *t, int re
         append(b, "TEST %s: %s (%.*s%s)\n", r->id, verdict_name(r->verdict), reason_max, r->reason,
                cut ? "..." : "");
     }
+    b->reserve = 0;
     append(b, "LHV SUMMARY: %d good, %d bad, %d skipped, %d error\n", t->good, t->bad, t->skipped, t->error);
     append(b, "LHV RESULT: %s\n", verdict_name(g_report.result));
 }
 
 /* The whole result if it fits; else shorter reasons; else, on a small screen, without the
- * banner and the GOOD lines (marked by an "LHV QR CUT" line). */
+ * banner and the GOOD lines (marked by an "LHV QR CUT" line); at last, the SUMMARY and RESULT
+ * with as many of the other TEST lines as fit (the judge checks a cut text against its SUMMARY). */
 static int qr_text(char *buf, int capacity)
 {
     static const int reason_limits[] = { 160, 80, 40, 16, 0 };
@@ -138,13 +149,13 @@ static int qr_text(char *buf, int capacity)
             for (size_t i = 0; i < ARRAY_SIZE(reason_limits); i++) {
                 if (head && !good)
                     continue; /* a banner without the GOOD lines helps no one */
-                struct text_buf b = { buf, capacity, 0, false };
+                struct text_buf b = { buf, capacity, 0, false, 0, false };
                 append_result(&b, t, reason_limits[i], head, good);
                 if (!b.overflow)
                     return b.len;
             }
-    struct text_buf b = { buf, capacity, 0, false };
-    append(&b, "LHV RESULT: %s\n", verdict_name(g_report.result));
+    struct text_buf b = { buf, capacity, 0, false, 80 /* SUMMARY + RESULT */, true };
+    append_result(&b, t, 0, false, false);
     return b.overflow ? 0 : b.len;
 }
 
@@ -155,7 +166,7 @@ void report_final_screen(enum verdict result, const char *banner, const char *ca
     g_report.banner = banner;
     g_report.caps = caps;
     g_report.nrows = 0;
-    add_failure_rows(t);
+    uint32_t failure_cols = add_failure_rows(t);
     add_skip_rows(t);
     add_good_rows(t);
     for (int i = 0; i < g_report.nrows; i++)
@@ -170,7 +181,7 @@ void report_final_screen(enum verdict result, const char *banner, const char *ca
     static const enum screen_color colors[] = { COLOR_GOOD, COLOR_WARN, COLOR_WARN, COLOR_BAD, COLOR_BAD, COLOR_BAD };
     struct screen_final_report report = {
         .verdict = verdict_name(result), .color = colors[result], .header = header, .nheader = 2,
-        .rows = g_report.row_ptrs, .nrows = g_report.nrows, .qr_text = qr_text,
+        .rows = g_report.row_ptrs, .nrows = g_report.nrows, .min_text_cols = failure_cols, .qr_text = qr_text,
     };
     screen_final(&report);
 }

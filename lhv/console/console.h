@@ -34,6 +34,7 @@ struct screen_final_report {
     int nheader;
     const char *const *rows;   /* one per scenario (skips sharing a reason grouped), failures first */
     int nrows;
+    uint32_t min_text_cols;    /* the QR code leaves at least this many columns for the rows */
     /* Writes the complete result, shortened to at most capacity bytes, for the QR code;
      * returns its length. NULL: no QR code. */
     int (*qr_text)(char *buf, int capacity);

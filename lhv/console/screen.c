@@ -291,6 +291,17 @@ static int qr_version_for(int modules_available, int quiet)
     return v < 1 ? 0 : v > QR_MAX_VERSION ? QR_MAX_VERSION : v;
 }
 
+/* Framebuffer: the QR code's square at the right edge, at most half the width and the height,
+ * leaving the rows their columns. */
+static uint32_t fb_qr_side(const struct screen_final_report *r)
+{
+    uint32_t side = g_screen.fb.width / 2 < g_screen.fb.height ? g_screen.fb.width / 2 : g_screen.fb.height;
+    uint32_t text_px = (r->min_text_cols + 1) * 8 * g_screen.scale;
+    if (text_px >= g_screen.fb.width)
+        return 0;
+    return side < g_screen.fb.width - text_px ? side : g_screen.fb.width - text_px;
+}
+
 /* Draws the QR code at the right edge; returns the text columns left of it. */
 static uint32_t draw_final_qr(const struct screen_final_report *r)
 {
@@ -300,11 +311,11 @@ static uint32_t draw_final_qr(const struct screen_final_report *r)
         /* Two modules per row: 25 rows hold a version 6 symbol with its quiet zone. */
         /* Two modules per row, and at least 30 columns left for the text: 80x25 holds a version
          * 7 symbol with its quiet zone. */
-        int tall = (int)g_screen.rows * 2, wide = (int)g_screen.cols - 30;
+        uint32_t text = r->min_text_cols > 30 ? r->min_text_cols : 30;
+        int tall = (int)g_screen.rows * 2, wide = (int)g_screen.cols - (int)text;
         version = qr_version_for(tall < wide ? tall : wide, VGA_QR_QUIET);
     } else {
-        uint32_t side = g_screen.fb.width / 2 < g_screen.fb.height ? g_screen.fb.width / 2 : g_screen.fb.height;
-        version = qr_version_for((int)(side / FB_QR_MIN_MODULE_PX), FB_QR_QUIET);
+        version = qr_version_for((int)(fb_qr_side(r) / FB_QR_MIN_MODULE_PX), FB_QR_QUIET);
     }
     if (!version || !r->qr_text)
         return g_screen.cols;
@@ -317,8 +328,7 @@ static uint32_t draw_final_qr(const struct screen_final_report *r)
         vga_draw_qr(g_screen.cols - width, size, VGA_QR_QUIET);
         return g_screen.cols - width - 1;
     }
-    uint32_t span = (uint32_t)(size + 2 * FB_QR_QUIET);
-    uint32_t side = g_screen.fb.width / 2 < g_screen.fb.height ? g_screen.fb.width / 2 : g_screen.fb.height;
+    uint32_t span = (uint32_t)(size + 2 * FB_QR_QUIET), side = fb_qr_side(r);
     uint32_t module_px = side / span, left_px = g_screen.fb.width - span * module_px;
     fb_draw_qr(left_px, 0, module_px, size, FB_QR_QUIET);
     return left_px / (8 * g_screen.scale) - 1;
