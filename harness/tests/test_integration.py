@@ -106,6 +106,21 @@ def test_bochs_negative_control(arch, sid):
     assert rec["verdict"] == V.BAD and rec["image_result"] == V.BAD, show(rec)
 
 
+@pytest.mark.parametrize("arch", ARCHES)
+def test_no_interrupt_watchdog(arch):
+    """LHV_OPT 0x200 NO_INTERRUPT: no periodic timer, yet a hang in L1 and one in L2 still end as
+    TIMEOUT (one LAPIC one-shot per scenario at its budget), the scenario after them runs GOOD, and
+    L1 took exactly one timer interrupt per hang: with a periodic timer it would be hundreds."""
+    need_images()
+    rec = run(RunSpec(target="bochs", arch=arch, cpu_model=NEG_MODEL[0], cpus=NEG_MODEL[1], opt="0x6ad",
+                      tests="vmx_lifecycle", extra="selftest=l1_hang,l2_hang"))
+    assert not rec["problems"], show(rec)
+    by = {s["id"]: s["verdict"] for s in rec["scenarios"]}
+    assert by == {"selftest_l1_hang": V.TIMEOUT, "selftest_l2_hang": V.TIMEOUT, "vmx_lifecycle": V.GOOD}, show(rec)
+    serial = Path(rec["logs"]["serial"]).read_text()
+    assert "NO_INTERRUPT: no periodic timer; 2 watchdog one-shot interrupts" in serial, show(rec)
+
+
 # "disk": the hybrid ISO as a raw hard disk, the way it boots from a USB stick.
 QEMU_MODES = [("bios", "kernel"), ("bios", "cdrom"), ("uefi", "cdrom"), ("bios", "disk"), ("uefi", "disk")]
 

@@ -70,6 +70,11 @@ bool lapic_in_service(uint8_t vector); /* the vector's ISR bit */
 bool lapic_requested(uint8_t vector);  /* the vector's IRR bit */
 void timers_calibrate(void);
 void lapic_start_bsp_timer(void);
+/* LHV_OPT 0x200 NO_INTERRUPT: no CPU gets a periodic timer (call before the APs start); the
+ * runner arms a one-shot per scenario at its budget instead, so the watchdog still bites. */
+void lapic_timer_one_shot_only(void);
+void lapic_arm_one_shot_ms(uint64_t ms);
+void lapic_timer_stop(void);
 void lapic_send_self_nmi(void);
 struct lapic_timer_state {
     uint32_t lvt, initial_count, divide;
