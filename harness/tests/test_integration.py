@@ -98,8 +98,10 @@ def test_bochs_negative_control(arch, sid):
         pytest.fail("the ELF registries have no scenarios")
     if sid not in reg.ids(arch):
         pytest.skip("%s is not built for %s" % (sid, arch))
+    # A scenario selected by a bit outside the default (0x40 l1_user_mode...) runs with it added.
+    opt = reg.default_opt() | reg.get(sid).opt_mask
     rec = run(RunSpec(target="bochs", arch=arch, cpu_model=NEG_MODEL[0], cpus=NEG_MODEL[1],
-                      tests=sid, inject=sid))
+                      tests=sid, inject=sid, opt=None if opt == reg.default_opt() else hex(opt)))
     assert_clean(rec)
     assert [s["id"] for s in rec["scenarios"]] == [sid], show(rec)
     assert rec["scenarios"][0]["verdict"] == V.BAD, show(rec)
@@ -150,7 +152,8 @@ BAD_OPTIONS = [
     pytest.param("lhv_opt=0xzz", id="malformed-opt"),
     pytest.param("lhv_opt=0x100000000", id="unknown-bit"),
     pytest.param("tests=no_such_scenario", id="unknown-test"),
-    pytest.param("lhv_opt=0x40", id="unimplemented-bit"),
+    pytest.param("lhv_opt=0x42", id="user-mode-with-guest-if0"),
+    pytest.param("lhv_opt=0x802", id="nested-user-mode-with-guest-if0"),
     pytest.param("lhv_opt=0x8", id="switch-ept-without-ept"),
     pytest.param("lhv_opt=0x100", id="large-pages-without-ept"),
     pytest.param("lhv_opt=", id="empty-opt"),
