@@ -20,7 +20,7 @@ OPTION(USE_VMXOFF, 1, 1, "VMXOFF/VMXON cycle and relaunch in vmx_lifecycle");
 OPTION(USE_LARGE_PAGE, 1, 0, "2 MiB EPT pages everywhere (needs 0x4 and 2 MiB EPT pages)");
 OPTION(NO_INTERRUPT, 1, 0, "no periodic timer; the watchdog uses one LAPIC one-shot per scenario");
 OPTION(USE_MSRBITMAP, 1, 1, "MSR bitmap: exits exactly as the bitmap says (selects msr_bitmap)");
-OPTION(NESTED_USER_MODE, 0, 0, "user mode in the guest's nested guest (not implemented yet)");
+OPTION(NESTED_USER_MODE, 1, 0, "L2 enters CPL 3; exits from there (selects nested_user_mode; not with 0x2)");
 OPTION(USE_PS2_MOUSE, 0, 0, "PS/2 mouse interrupts (not implemented)");
 OPTION(NO_VGA_ART, 1, 0, "do not draw on the screen (serial only)");
 
