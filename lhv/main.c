@@ -278,9 +278,13 @@ void lhv_main(uint32_t magic, uint32_t info)
     char why[80];
     if (g_vmx.usable && !vmx_cpu_enable(&g_cpus[0], why, sizeof(why)))
         lhv_printf("LHV NOTE: cpu0: %s\n", why);
+    bool no_interrupt = options_ok && (options.opt & LHV_OPT_NO_INTERRUPT);
+    if (no_interrupt)
+        lapic_timer_one_shot_only(); /* before the APs start their heartbeat timers */
     smp_boot_aps(ap_enter_vmx);
     print_start_up_notes();
-    lapic_start_bsp_timer();
+    if (!no_interrupt)
+        lapic_start_bsp_timer(); /* with 0x200 the runner arms a one-shot per scenario */
     irq_enable();
 
     print_banner(options_ok ? options.opt : lhv_default_opt());

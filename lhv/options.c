@@ -15,12 +15,12 @@ OPTION(USE_EPT, 1, 1, "EPT (selects ept_*, idt_vectoring, vmfunc_eptp_switch, pa
 OPTION(USE_SWITCH_EPT, 1, 1, "switch between EPT roots, INVEPT (needs 0x4; selects ept_switch)");
 OPTION(USE_VPID, 1, 0, "L2 guests run with VPID 1 (scenarios SKIP without VPID)");
 OPTION(USE_UNRESTRICTED_GUEST, 1, 1, "unrestricted guest (with 0x4 selects ug_paging_toggle, pae_cr3_unmapped)");
-OPTION(USER_MODE, 0, 0, "guest code at CPL 3 (not implemented yet)");
+OPTION(USER_MODE, 1, 0, "L1 code at CPL 3 between VM entries (selects l1_user_mode; not with 0x2)");
 OPTION(USE_VMXOFF, 1, 1, "VMXOFF/VMXON cycle and relaunch in vmx_lifecycle");
 OPTION(USE_LARGE_PAGE, 1, 0, "2 MiB EPT pages everywhere (needs 0x4 and 2 MiB EPT pages)");
-OPTION(NO_INTERRUPT, 0, 0, "no timer interrupts (not implemented: the watchdog needs them)");
+OPTION(NO_INTERRUPT, 1, 0, "no periodic timer; the watchdog uses one LAPIC one-shot per scenario");
 OPTION(USE_MSRBITMAP, 1, 1, "MSR bitmap: exits exactly as the bitmap says (selects msr_bitmap)");
-OPTION(NESTED_USER_MODE, 0, 0, "user mode in the guest's nested guest (not implemented yet)");
+OPTION(NESTED_USER_MODE, 1, 0, "L2 enters CPL 3; exits from there (selects nested_user_mode; not with 0x2)");
 OPTION(USE_PS2_MOUSE, 0, 0, "PS/2 mouse interrupts (not implemented)");
 OPTION(NO_VGA_ART, 1, 0, "do not draw on the screen (serial only)");
 
@@ -52,6 +52,13 @@ bool options_validate_opt(uint64_t opt, char *error, size_t error_size)
                  (unsigned long long)(opt & ~known));
         return false;
     }
+    static const uint64_t needs_guest_if[] = { LHV_OPT_USER_MODE, LHV_OPT_NESTED_USER_MODE };
+    for (size_t i = 0; i < ARRAY_SIZE(needs_guest_if); i++)
+        if ((opt & needs_guest_if[i]) && (opt & LHV_OPT_NO_EFLAGS_IF)) {
+            snprintf(error, error_size, "lhv_opt bit 0x%llx cannot be combined with 0x2 NO_EFLAGS_IF (user code runs with "
+                     "interrupts on, as in the original LHV)", (unsigned long long)needs_guest_if[i]);
+            return false;
+        }
     static const uint64_t needs_ept[] = { LHV_OPT_USE_SWITCH_EPT, LHV_OPT_USE_LARGE_PAGE };
     for (size_t i = 0; i < ARRAY_SIZE(needs_ept); i++)
         if ((opt & needs_ept[i]) && !(opt & LHV_OPT_USE_EPT)) {

@@ -98,10 +98,22 @@ void scenario_abort(enum verdict v, const char *fmt, ...)
     lhv_longjmp(g_abort_jmp, 1);
 }
 
+/* LHV_OPT 0x200 NO_INTERRUPT: no periodic tick, so each scenario gets one LAPIC one-shot that
+ * fires a little after its budget (the margin covers the LAPIC/TSC calibration difference, so
+ * that a healthy scenario never sees it and a hung one sees exactly one). */
+static bool one_shot_watchdog(void) { return (lhv_opt() & LHV_OPT_NO_INTERRUPT) != 0; }
+
+static uint64_t one_shot_ms(uint64_t budget_ms) { return budget_ms + budget_ms / 8 + 20; }
+
 /* Called from the BSP's timer interrupt. */
 void runner_watchdog(uintptr_t interrupted_ip)
 {
-    if (!g_in_scenario || rdtsc() < g_deadline_tsc)
+    if (!g_in_scenario)
+        return;
+    uint64_t now = rdtsc();
+    if (now < g_deadline_tsc && one_shot_watchdog())
+        lapic_arm_one_shot_ms(one_shot_ms(tsc_to_ms(g_deadline_tsc - now))); /* early: the rest of the budget */
+    if (now < g_deadline_tsc)
         return;
     struct vcpu *v = g_running_vcpu; /* the timer interrupt has had its EOI already */
     if (v)
@@ -334,6 +346,8 @@ static void run_body(const struct lhv_scenario_def *d)
     screen_set_status(d->id);
     page_pool_reset(); /* g_running_vcpu is NULL: vmx_after_scenario() cleared it */
     report_unexpected_nmis("before", d->id);
+    if (one_shot_watchdog())
+        lapic_arm_one_shot_ms(one_shot_ms(d->budget_ms)); /* before the guard: its state is the reference */
     guard_before_scenario();
     g_deadline_tsc = rdtsc() + g_tsc_hz / 1000 * d->budget_ms;
     if (lhv_setjmp(g_abort_jmp) == 0) {
@@ -354,6 +368,8 @@ static void run_body(const struct lhv_scenario_def *d)
         lhv_printf("LHV NOTE: an AP did not stop the work of %s\n", d->id);
     vmx_after_scenario();
     guard_after_cleanup(&changes);
+    if (one_shot_watchdog())
+        lapic_timer_stop();
     screen_set_status("-");
     if (changes.len)
         record_damage(&g_current, &changes);
@@ -437,6 +453,9 @@ void run_scenarios(const struct run_options *o)
         /* Asking only for the other image's scenarios runs nothing: SKIP, not a usage error. */
         g_run_end(other_arch_only ? VERDICT_SKIP : VERDICT_ERROR);
     }
+    if (one_shot_watchdog())
+        lhv_printf("LHV NOTE: lhv_opt 0x200 NO_INTERRUPT: no periodic timer; %llu watchdog one-shot interrupt%s\n",
+                   (unsigned long long)g_ticks, g_ticks == 1 ? "" : "s");
     g_run_end(run_result(&g_totals));
 }
 

@@ -17,6 +17,11 @@
 #define SEL_L1_CODE SEL_CODE32
 #endif
 
+/* After the fixed descriptors and the TSS slots: a CPL-3 code and data segment. */
+#define GDT_USER_INDEX (4 + (sizeof(uintptr_t) == 8 ? 2 : 1) * MAX_CPUS)
+#define SEL_USER_CODE ((uint16_t)(GDT_USER_INDEX * 8 + 3))
+#define SEL_USER_DATA ((uint16_t)(GDT_USER_INDEX * 8 + 8 + 3))
+
 #define VECTOR_TIMER 0x40
 #define VECTOR_WAKE 0x41 /* IPI: an AP has work */
 #define VECTOR_SPURIOUS 0xff
@@ -59,6 +64,22 @@ uint32_t tss_limit(void);
 uint16_t tss_selector(int cpu);
 void tss_prepare(int cpu);
 void tr_reload(uint16_t selector);
+void tss_set_stack0(int cpu, uintptr_t sp); /* RSP0 / SS0:ESP0 of that CPU's TSS; 0 clears */
+
+/* CPL 3 (arch/user.c, user.S), for LHV_OPT 0x40 in L1 and 0x800 in L2 (same code, same GDT and
+ * TSS: L2 runs on L1's). A trip IRETs to `entry` at CPL 3 with IF=1 on a user stack, under a
+ * copy of the current IDT in which VECTOR_USER_RETURN is a DPL-3 gate; it ends with INT
+ * VECTOR_USER_RETURN (EAX is kept in ax) or with #GP/#UD (caught by the copy's gates), and
+ * returns here with CR3, the IDT and the TSS as they were. at_cpl0: the same trip with L1's own
+ * selectors (a negative control). switch_cr3: run on user_page_tables() (L1); L2 has them as
+ * its guest CR3 already and must not touch CR3. cpu: whose TSS (L2 cannot ask the LAPIC). */
+struct user_trip {
+    uintptr_t vector, error, ip, cs, ax; /* user.S stores by these offsets */
+};
+void user_mode_run(uintptr_t entry, bool at_cpl0, bool switch_cr3, int cpu, struct user_trip *out);
+/* A copy of the current paging structures with U=1 in every entry that has the bit (PAE PDPTEs
+ * have none); returns the CR3 value. */
+uintptr_t user_page_tables(void);
 struct percpu *this_cpu(void);
 int this_cpu_index(void);
 
@@ -70,6 +91,11 @@ bool lapic_in_service(uint8_t vector); /* the vector's ISR bit */
 bool lapic_requested(uint8_t vector);  /* the vector's IRR bit */
 void timers_calibrate(void);
 void lapic_start_bsp_timer(void);
+/* LHV_OPT 0x200 NO_INTERRUPT: no CPU gets a periodic timer (call before the APs start); the
+ * runner arms a one-shot per scenario at its budget instead, so the watchdog still bites. */
+void lapic_timer_one_shot_only(void);
+void lapic_arm_one_shot_ms(uint64_t ms);
+void lapic_timer_stop(void);
 void lapic_send_self_nmi(void);
 struct lapic_timer_state {
     uint32_t lvt, initial_count, divide;

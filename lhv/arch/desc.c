@@ -32,7 +32,8 @@ struct idt_gate {
 #endif
 
 #define GDT_FIXED 4
-static uint64_t g_gdt[GDT_FIXED + TSS_DESC_SLOTS * MAX_CPUS] __attribute__((aligned(16)));
+_Static_assert(GDT_USER_INDEX == GDT_FIXED + TSS_DESC_SLOTS * MAX_CPUS, "user segments follow the TSS slots");
+static uint64_t g_gdt[GDT_USER_INDEX + 2] __attribute__((aligned(16)));
 static struct tss g_tss[MAX_CPUS] __attribute__((aligned(128)));
 static struct idt_gate g_idt[256] __attribute__((aligned(16)));
 extern const uintptr_t isr_stub_table[256];
@@ -57,6 +58,9 @@ void gdt_init_cpu(int cpu)
     g_gdt[1] = 0x00cf9a000000ffffull; /* SEL_CODE32 */
     g_gdt[2] = 0x00cf92000000ffffull; /* SEL_DATA */
     g_gdt[3] = 0x00af9a000000ffffull; /* SEL_CODE64 */
+    /* CPL-3 code (64-bit on amd64, 32-bit on i386) and data, DPL 3, flat (LHV_OPT 0x40/0x800). */
+    g_gdt[GDT_USER_INDEX] = sizeof(uintptr_t) == 8 ? 0x00affa000000ffffull : 0x00cffa000000ffffull;
+    g_gdt[GDT_USER_INDEX + 1] = 0x00cff2000000ffffull;
     set_tss_descriptor(cpu);
     struct desc_ptr p = { sizeof(g_gdt) - 1, (uintptr_t)g_gdt };
     __asm__ volatile("lgdt %0" ::"m"(p));
@@ -101,3 +105,14 @@ void tr_reload(uint16_t selector)
     __asm__ volatile("ltr %0" ::"r"(selector));
 }
 uint32_t tss_limit(void) { return sizeof(struct tss) - 1; }
+
+/* The stack an interrupt from CPL 3 switches to (SDM Vol. 3A 6.12.1, 8.7): RSP0, or SS0:ESP0. */
+void tss_set_stack0(int cpu, uintptr_t sp)
+{
+#ifdef __x86_64__
+    g_tss[cpu].rsp[0] = sp;
+#else
+    g_tss[cpu].fields[1] = (uint32_t)sp;
+    g_tss[cpu].fields[2] = sp ? SEL_DATA : 0;
+#endif
+}

@@ -21,6 +21,7 @@
 
 static volatile uint32_t *g_lapic_mmio;
 static bool g_x2apic;
+static bool g_one_shot_only; /* LHV_OPT 0x200: no periodic timer on any CPU */
 static uint32_t g_lapic_ticks_per_10ms;
 uint64_t g_tsc_hz;
 
@@ -99,8 +100,33 @@ void lapic_init_cpu(bool bsp)
         wrmsr(MSR_APIC_BASE, base | APIC_BASE_ENABLE);
     g_lapic_mmio = (volatile uint32_t *)(uintptr_t)(base & 0xfffff000u);
     lapic_write(LAPIC_SVR, 0x100 | VECTOR_SPURIOUS);
-    if (!bsp)
+    if (!bsp && !g_one_shot_only)
         lapic_start_timer(10);
+}
+
+void lapic_timer_one_shot_only(void) { g_one_shot_only = true; }
+
+/* One interrupt on VECTOR_TIMER after about `ms` milliseconds, none after it (one-shot mode,
+ * SDM Vol. 3A 11.5.4). The smallest divider whose 32-bit count reaches that far; beyond it the
+ * longest count there is, and the handler arms again for the rest. */
+void lapic_arm_one_shot_ms(uint64_t ms)
+{
+    static const struct { uint32_t code, shift; } dividers[] = { { 0x3, 0 }, { 0x8, 1 }, { 0x9, 2 }, { 0xa, 3 } };
+    uint64_t count = (uint64_t)g_lapic_ticks_per_10ms * ms / 10;
+    size_t i = 0;
+    while (i + 1 < ARRAY_SIZE(dividers) && (count >> dividers[i].shift) > 0xffffffffull)
+        i++;
+    count >>= dividers[i].shift;
+    lapic_write(LAPIC_TIMER_DIV, dividers[i].code);
+    lapic_write(LAPIC_LVT_TIMER, VECTOR_TIMER); /* timer mode 00: one-shot */
+    lapic_write(LAPIC_TIMER_INIT, count > 0xffffffffull ? 0xffffffffu : (count ? (uint32_t)count : 1u));
+}
+
+/* Initial count 0 stops the count down; masked so that nothing can come from it. */
+void lapic_timer_stop(void)
+{
+    lapic_write(LAPIC_TIMER_INIT, 0);
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | VECTOR_TIMER);
 }
 
 void lapic_start_bsp_timer(void) { lapic_start_timer(TIMER_HZ); }
