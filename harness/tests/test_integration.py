@@ -94,9 +94,11 @@ def negative_control_run(arch):
     workers (a lock file; the first worker boots, the others read its JSON record)."""
     import fcntl
     import json
+    import os
     import tempfile
     stamp = images.elf_path(arch).stat().st_mtime_ns
-    cache = Path(tempfile.gettempdir()) / ("lhv-negative-%s-%d.json" % (arch, stamp))
+    # One pytest session (xdist workers share their parent), one image build: never an older run.
+    cache = Path(tempfile.gettempdir()) / ("lhv-negative-%s-%d-%d.json" % (arch, stamp, os.getppid()))
     with open(str(cache) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if cache.exists():
