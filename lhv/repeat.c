@@ -78,6 +78,18 @@ static void record_round(struct repeat_state *st, uint32_t round, enum verdict v
         st->skipped_for_good = true;
 }
 
+/* Line by line: one lhv_printf holds a line, not a whole buffer. */
+static void print_lines(const char *text)
+{
+    while (*text) {
+        const char *end = text;
+        while (*end && *end != '\n')
+            end++;
+        lhv_printf("%.*s\n", (int)(end - text), text);
+        text = *end ? end + 1 : end;
+    }
+}
+
 /* One round over every scenario; prints its ROUND line; true when something failed in it. */
 static bool run_round(const struct run_options *o, uint32_t round, int count, bool print_round)
 {
@@ -100,7 +112,7 @@ static bool run_round(const struct run_options *o, uint32_t round, int count, bo
             continue;
         }
         if (round > 1 && v != VERDICT_SKIP) { /* what it said in the round that went wrong */
-            lhv_printf("%s", g_infos.text);
+            print_lines(g_infos.text);
             if (g_infos.dropped)
                 lhv_printf("LHV NOTE: %u more INFO lines of %s in round %u not kept\n", g_infos.dropped,
                            st->def->id, round);
