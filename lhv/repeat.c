@@ -90,6 +90,15 @@ static void print_lines(const char *text)
     }
 }
 
+/* Scenarios still to run: not those that SKIPped in round 1. */
+static bool anything_left(int count)
+{
+    for (int i = 0; i < count; i++)
+        if (!g_states[i].skipped_for_good)
+            return true;
+    return false;
+}
+
 /* One round over every scenario; prints its ROUND line; true when something failed in it. */
 static bool run_round(const struct run_options *o, uint32_t round, int count, bool print_round)
 {
@@ -167,7 +176,7 @@ bool repeat_run(const struct run_options *o, const struct lhv_scenario_def *cons
     uint64_t start = rdtsc();
     for (uint32_t round = 1;; round++) {
         bool failed = run_round(o, round, count, repeating);
-        if (!repeating || (o->repeat && round >= o->repeat))
+        if (!repeating || (o->repeat && round >= o->repeat) || !anything_left(count))
             break;
         if (o->repeat_ms && (rdtsc() - start) / (g_tsc_hz / 1000) >= o->repeat_ms)
             break;
