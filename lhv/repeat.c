@@ -105,7 +105,7 @@ static bool run_round(const struct run_options *o, uint32_t round, int count, bo
     int good = 0;
     char failed[160] = "";
     size_t used = 0;
-    bool any_failure = false;
+    bool any_failure = false, cut = false;
     for (int i = 0; i < count; i++) {
         struct repeat_state *st = &g_states[i];
         if (st->skipped_for_good)
@@ -127,11 +127,16 @@ static bool run_round(const struct run_options *o, uint32_t round, int count, bo
                            st->def->id, round);
         }
         any_failure |= is_failure(v);
+        if (cut)
+            continue;
         int n = snprintf(failed + used, sizeof(failed) - used, ", %s %s", verdict_name(v), st->def->id);
-        if (n > 0 && (size_t)n < sizeof(failed) - used)
+        if (n > 0 && (size_t)n < sizeof(failed) - used - 4) {
             used += (size_t)n;
-        else if (used + 5 < sizeof(failed))
-            used += (size_t)snprintf(failed + used, sizeof(failed) - used, " ...");
+        } else { /* room is kept for the mark that says more failed than the line names */
+            failed[used] = 0;
+            strlcpy(failed + used, " ...", sizeof(failed) - used);
+            cut = true;
+        }
     }
     if (print_round)
         lhv_printf("ROUND %u: %d good%s\n", round, good, failed);
