@@ -4,7 +4,8 @@
 #   make            build images/lhv-{i386,amd64}.{elf,iso} and images/font8x16.bin
 #   make run        build, boot the amd64 image under Bochs, print the verdict table
 #   make test       the pytest suite (harness/tests), on both cores
-#   make bench      exit_latency under Bochs: cycles per VM exit round trip, as figures
+#   make bench      exit_latency under Bochs: cycles per VM exit round trip, as figures; then
+#                   rounds per minute of the EPT/TLB family with repeat= against a reboot per round
 #   make deps       install the Debian packages all of this needs (apt-get; run as root)
 #   make clean
 #   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO of the built ELF whose entry passes CMDLINE
@@ -70,6 +71,7 @@ test: all
 
 bench: all
 	$(PYTHON) -m harness run --target bochs --arch i386,amd64 --cpu-model corei7_skylake_x,tigerlake --tests exit_latency
+	$(PYTHON) -m harness bench --arch amd64,i386 --cpu-model tigerlake --cpus 2 --rounds 30
 
 deps:
 	apt-get update

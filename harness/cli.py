@@ -1,4 +1,4 @@
-"""python3 -m harness: run | judge | compare | list | kvm-probe
+"""python3 -m harness: run | judge | compare | list | kvm-probe | bundle | bench
 
 Exit status (worst run wins; known target bugs do not count):
   0 GOOD (or a VMware bundle written)   1 BAD        2 usage error
@@ -96,6 +96,22 @@ def _models_by_target(tgts, models, bochs_programs):
     return by, ""
 
 
+def repeat_words(args):
+    """--repeat, --repeat-ms, --repeat-until-fail, --noise, --seed as the image's words."""
+    words = []
+    if args.repeat:
+        words.append("repeat=%d" % args.repeat)
+    if args.repeat_ms:
+        words.append("repeat_ms=%d" % args.repeat_ms)
+    if args.repeat_until_fail:
+        words.append("repeat_until=fail")
+    if args.noise:
+        words.append("noise=%s" % args.noise)
+    if args.seed is not None:
+        words.append("seed=%s" % args.seed)
+    return words
+
+
 def cmd_run(args):
     if args.list:
         return cmd_list(args)
@@ -116,6 +132,7 @@ def cmd_run(args):
     if err:
         print(err, file=sys.stderr)
         return V.EXIT_USAGE
+    extra = " ".join(w for w in [args.cmdline] + repeat_words(args) if w) or None
     specs = []
     for t, a, fw in itertools.product(tgts, arches, firmwares):
         if fw not in T.TARGETS[t].firmwares:
@@ -125,7 +142,7 @@ def cmd_run(args):
         for m, prog in itertools.product(by_target.get(t, [None]), programs):
             specs.append(RunSpec(target=t, program=prog, arch=a, cpu_model=m, cpus=args.cpus,
                                  firmware=fw, boot=args.boot, opt=args.opt, tests=args.tests,
-                                 inject=args.inject, extra=args.cmdline, timeout=args.timeout,
+                                 inject=args.inject, extra=extra, timeout=args.timeout,
                                  iso=args.iso, elf=args.elf, font=args.font))
     if args.iso and any(s.cmdline for s in specs) and \
             any(s.target != "qemu-tcg" and s.target != "qemu-kvm" or s.firmware == "uefi"
@@ -186,6 +203,22 @@ def cmd_kvm_probe(args):
     return 0 if ok else V.EXIT_STATUS[V.UNAVAILABLE]
 
 
+def cmd_bundle(args):
+    from . import bundle
+    try:
+        path = bundle.make_bundle(args.rundir, args.out)
+    except bundle.BundleError as e:
+        print("bundle: %s" % e, file=sys.stderr)
+        return V.EXIT_USAGE
+    print("bundle: %s" % path)
+    return 0
+
+
+def cmd_bench(args):
+    from . import bench
+    return bench.main(args)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python3 -m harness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +239,12 @@ def build_parser():
     r.add_argument("--tests", help="tests=<glob>[,<glob>...], leading - excludes")
     r.add_argument("--inject", help="inject=<glob>[,<glob>...]: arm the negative controls of the selected scenarios it matches")
     r.add_argument("--cmdline", help="extra text for the image command line, verbatim")
+    r.add_argument("--repeat", type=int, help="repeat=N: the selected scenarios N times in one boot")
+    r.add_argument("--repeat-ms", type=int, help="repeat_ms=T: rounds until T ms of the image's time have passed")
+    r.add_argument("--repeat-until-fail", action="store_true",
+                   help="repeat_until=fail: stop after the first round with a BAD/ERROR/TIMEOUT")
+    r.add_argument("--noise", help="noise=nmi,ipi: an AP fires NMIs and/or IPIs at the BSP meanwhile")
+    r.add_argument("--seed", help="seed=: the noise schedule's seed (printed as LHV SEED)")
     r.add_argument("--timeout", type=float, help="wall-clock limit per run in seconds")
     r.add_argument("--out", help="run directory (kept logs); default images/runs/<stamp>-<label>")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel")
@@ -245,6 +284,20 @@ def build_parser():
 
     k = sub.add_parser("kvm-probe", help="say whether qemu-kvm can run VMX here, and why not")
     k.set_defaults(func=cmd_kvm_probe)
+
+    b = sub.add_parser("bundle", help="pack a run directory into one archive a maintainer can act on")
+    b.add_argument("rundir", help="a run directory (printed by `run`; holds serial.log, run.json)")
+    b.add_argument("--out", help="archive path (default <rundir>.tar.gz)")
+    b.set_defaults(func=cmd_bundle)
+
+    bn = sub.add_parser("bench", help="rounds per minute in one boot (repeat=) against a reboot per round")
+    bn.add_argument("--arch", default="amd64,i386")
+    bn.add_argument("--cpu-model", default="tigerlake")
+    bn.add_argument("--cpus", type=int, default=2)
+    bn.add_argument("--tests", default=None, help="default: the EPT/TLB family")
+    bn.add_argument("--rounds", type=int, default=30)
+    bn.add_argument("--json", help="write the figures here")
+    bn.set_defaults(func=cmd_bench)
     return p
 
 

@@ -35,11 +35,15 @@ class ScenarioResult:
     reason: str = ""
     info: list = field(default_factory=list)
     known_bug: object = None          # KnownBug or None
+    repeat: dict = None               # repeat=: rounds, good, skip, error, bad, worst, worst_round, first_fail
 
     def to_dict(self):
-        return {"id": self.id, "verdict": self.verdict, "reason": self.reason,
-                "info": list(self.info),
-                "known_bug": self.known_bug.to_dict() if self.known_bug else None}
+        d = {"id": self.id, "verdict": self.verdict, "reason": self.reason,
+             "info": list(self.info),
+             "known_bug": self.known_bug.to_dict() if self.known_bug else None}
+        if self.repeat is not None:
+            d["repeat"] = {k: v for k, v in self.repeat.items() if k != "lineno"}
+        return d
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Judgement:
     errors: list = field(default_factory=list)
     exceptions: list = field(default_factory=list)
     failures_left_out: bool = False   # a cut QR text lists only some of the non-GOOD scenarios
+    repeat: dict = None               # the run's rounds: header, rounds seen, failing rounds, seed, noise
 
     @property
     def effective_verdict(self):
@@ -109,6 +114,7 @@ class Judgement:
             "summary": self.summary,
             "lhv_errors": list(self.errors),
             "exceptions": list(self.exceptions),
+            "repeat": self.repeat,
             "image_time": {
                 "tsc_start": self.tsc.get("start"),
                 "tsc_end": self.tsc.get("end"),
@@ -173,6 +179,51 @@ def _judge_cut_qr(p, j):
         j.verdict = p.result
         j.reason = ", ".join("%s %s" % (s.id, s.verdict) for s in j.scenarios if s.verdict != V.SKIP)
     return j
+def _check_repeat(p, j, seen):
+    """repeat=: every TEST line has its REPEAT line, which must agree with it and with the
+    ROUND lines; fills j.repeat and each scenario's repeat."""
+    if p.repeat is None and not p.repeats and not p.rounds:
+        if p.seed is not None:
+            j.repeat = {"seed": p.seed, "noise": p.noise}
+        return
+    if p.repeat is None:
+        j.problems.append("ROUND/REPEAT lines without the LHV REPEAT line")
+    rounds = {r.round: r for r in p.rounds}
+    if [r.round for r in p.rounds] != list(range(1, len(p.rounds) + 1)):
+        j.problems.append("ROUND lines not numbered 1..%d" % len(p.rounds))
+    for sid, r in p.repeats.items():
+        s = seen.get(sid)
+        if s is None:
+            j.problems.append("REPEAT %s without its TEST line" % sid)
+            continue
+        s.repeat = r
+        counted = r["good"] + r["skip"] + r["error"] + r["bad"]
+        if counted != r["rounds"]:
+            j.problems.append("REPEAT %s: %d rounds but the counts add up to %d" % (sid, r["rounds"], counted))
+        worst = V.BAD if r["worst"] == V.TIMEOUT else r["worst"]
+        test = V.BAD if s.verdict == V.TIMEOUT else s.verdict
+        if worst != test:
+            j.problems.append("REPEAT %s: worst=%s but its TEST line says %s" % (sid, r["worst"], s.verdict))
+        if bool(r["first_fail"]) != bool(r["error"] + r["bad"]):
+            j.problems.append("REPEAT %s: first_fail=%d with %d error and %d bad rounds" % (
+                sid, r["first_fail"], r["error"], r["bad"]))
+        line = rounds.get(r["first_fail"])
+        if r["first_fail"] and line is not None and not line.cut and \
+                sid not in [fid for _v, fid in line.failed]:
+            j.problems.append("REPEAT %s: first_fail=%d but ROUND %d does not name it" % (
+                sid, r["first_fail"], r["first_fail"]))
+        if r["rounds"] > max(len(p.rounds), 1):
+            j.problems.append("REPEAT %s: %d rounds but %d ROUND lines" % (sid, r["rounds"], len(p.rounds)))
+    if p.repeat is not None:
+        for sid in seen:
+            if sid not in p.repeats:
+                j.problems.append("TEST %s without its REPEAT line" % sid)
+    failing = {}
+    for r in p.rounds:
+        for v, sid in r.failed:
+            failing.setdefault(sid, []).append(r.round)
+    j.repeat = {"requested": dict(p.repeat or {}), "rounds": len(p.rounds), "seed": p.seed,
+                "noise": p.noise, "failing_rounds": failing}
 
 
 def judge_text(text, ctx=None):
@@ -199,7 +250,8 @@ def judge(p, ctx=None):
         seen[t.id] = s
         j.scenarios.append(s)
     for n, line in p.malformed:
-        j.problems.append("malformed TEST line %d: %r" % (n, line))
+        j.problems.append("malformed line %d: %r" % (n, line))
+    _check_repeat(p, j, seen)
 
     if ctx.qr_cut:
         return _judge_cut_qr(p, j)

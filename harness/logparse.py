@@ -19,7 +19,17 @@ RE_CAPS = re.compile(r"^LHV CAPS ?(.*)$")
 RE_TSC = re.compile(r"^LHV TSC (.*)$")
 RE_SMP = re.compile(r"^LHV SMP (.*)$")
 RE_BANNER = re.compile(r"^LHV (\S+) (.*\barch=.*)$")
-_KEYWORDS = {"CAPS", "TSC", "SMP", "SUMMARY:", "RESULT:", "ERROR:", "EXCEPTION"}
+# Race hunting (lhv/repeat.c): the header, a line per round, a line per scenario before its
+# TEST line, the noise seed and counts.
+RE_REPEAT_HEAD = re.compile(r"^LHV REPEAT (.*)$")
+RE_ROUND = re.compile(r"^ROUND (\d+): (\d+) good((?:, (?:SKIP|ERROR|BAD|TIMEOUT) " + ID + r")*)( \.\.\.)?\s*$")
+RE_ROUND_ANY = re.compile(r"^ROUND\b")
+RE_REPEAT = re.compile(r"^REPEAT (" + ID + r"): (.*)$")
+RE_SEED = re.compile(r"^LHV SEED (0x[0-9a-fA-F]+|\d+)\s*$")
+RE_NOISE = re.compile(r"^LHV NOISE: (.*)$")
+REPEAT_KEYS = ("rounds", "good", "skip", "error", "bad", "worst", "worst_round", "first_fail")
+_KEYWORDS = {"CAPS", "TSC", "SMP", "SUMMARY:", "RESULT:", "ERROR:", "EXCEPTION", "REPEAT", "SEED",
+             "NOISE:"}
 
 
 def parse_kv(text):
@@ -46,6 +56,33 @@ class TestLine:
 
 
 @dataclass
+class RoundLine:
+    round: int
+    good: int
+    failed: list           # [(verdict, id)] in run order
+    cut: bool              # the line ended in "..." (more failures than fit)
+    lineno: int
+
+
+def parse_repeat(text):
+    """The fields of a REPEAT line: counts and rounds as ints, worst as the verdict name;
+    None when a field is missing or malformed."""
+    kv = parse_kv(text)
+    out = {}
+    for k in REPEAT_KEYS:
+        if k not in kv:
+            return None
+        if k == "worst":
+            out[k] = kv[k]
+            continue
+        try:
+            out[k] = int(kv[k])
+        except ValueError:
+            return None
+    return out
+
+
+@dataclass
 class ParsedLog:
     lines: list = field(default_factory=list)
     banners: list = field(default_factory=list)      # dicts (first one is "the" banner)
@@ -63,6 +100,11 @@ class ParsedLog:
     result_lineno: int = None
     after_result: list = field(default_factory=list)  # significant lines after RESULT
     malformed: list = field(default_factory=list)     # lines that look like TEST but do not parse
+    repeat: dict = None                               # LHV REPEAT rounds= ms= until= noise=
+    rounds: list = field(default_factory=list)        # RoundLine, in order
+    repeats: dict = field(default_factory=dict)       # id -> {rounds, good, ..., worst, lineno}
+    seed: int = None                                  # LHV SEED
+    noise: str = None                                 # LHV NOISE: text
 
     @property
     def banner(self):
@@ -91,6 +133,32 @@ def parse_log(text):
         elif RE_INFO.match(line):
             m = RE_INFO.match(line)
             p.infos.setdefault(m.group(1), []).append(m.group(2))
+            significant = False
+        elif RE_ROUND.match(line):
+            m = RE_ROUND.match(line)
+            failed = [tuple(x.strip().split(" ", 1)) for x in m.group(3).split(",") if x.strip()]
+            p.rounds.append(RoundLine(int(m.group(1)), int(m.group(2)), failed, bool(m.group(4)), n))
+        elif RE_ROUND_ANY.match(line):
+            p.malformed.append((n, line))
+        elif RE_REPEAT.match(line):
+            m = RE_REPEAT.match(line)
+            r = parse_repeat(m.group(2))
+            if r is None:
+                p.malformed.append((n, line))
+            else:
+                r["lineno"] = n
+                if m.group(1) in p.repeats:
+                    p.malformed.append((n, line))
+                else:
+                    p.repeats[m.group(1)] = r
+        elif RE_REPEAT_HEAD.match(line):
+            p.repeat = parse_kv(RE_REPEAT_HEAD.match(line).group(1))
+            significant = False
+        elif RE_SEED.match(line):
+            p.seed = int(RE_SEED.match(line).group(1), 0)
+            significant = False
+        elif RE_NOISE.match(line):
+            p.noise = RE_NOISE.match(line).group(1)
             significant = False
         elif RE_SUMMARY.match(line):
             m = RE_SUMMARY.match(line)

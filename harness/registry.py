@@ -2,7 +2,8 @@
 
 Section `.lhv_scenarios`: 128-byte records
     char id[40]; char requires[56]; u64 opt_mask; u32 budget_ms;
-    u32 subarch_mask (1=i386, 2=amd64); u64 fn; u64 reserved
+    u32 subarch_mask (1=i386, 2=amd64); u64 fn; u64 flags
+    (flags: 0x1 repeatable, 0x2 noise-safe; lhv/scenario.h SCENARIO_*)
 Section `.lhv_options`: 128-byte records
     char name[32]; u64 value; u32 implemented; u32 is_default; char meaning[80]
 Little endian, for ELF32 and ELF64 alike.
@@ -14,6 +15,10 @@ import struct
 from dataclasses import dataclass, field
 
 SUBARCH_BITS = {"i386": 1, "amd64": 2}
+# Scenario flags (lhv/scenario.h): what a scenario claims it survives (lhv/repeat.c).
+FLAG_REPEATABLE = 0x1
+FLAG_NOISE_SAFE = 0x2
+FLAG_NAMES = {FLAG_REPEATABLE: "repeat", FLAG_NOISE_SAFE: "noise"}
 RECORD = 128
 
 
@@ -80,9 +85,21 @@ class Scenario:
     opt_mask: int
     budget_ms: int
     subarch_mask: int
+    flags: int = 0
 
     def arches(self):
         return [a for a, bit in SUBARCH_BITS.items() if self.subarch_mask & bit]
+
+    @property
+    def repeatable(self):
+        return bool(self.flags & FLAG_REPEATABLE)
+
+    @property
+    def noise_safe(self):
+        return bool(self.flags & FLAG_NOISE_SAFE)
+
+    def flag_names(self):
+        return [n for bit, n in sorted(FLAG_NAMES.items()) if self.flags & bit]
 
 
 @dataclass
@@ -141,12 +158,12 @@ def parse_scenarios(blob):
         raise ElfError(".lhv_scenarios size %d is not a multiple of %d" % (len(blob), RECORD))
     out = []
     for i in range(0, len(blob), RECORD):
-        rid, req, mask, budget, sub, _fn, _res = struct.unpack_from("<40s56sQIIQQ", blob, i)
+        rid, req, mask, budget, sub, _fn, flags = struct.unpack_from("<40s56sQIIQQ", blob, i)
         sid = _cstr(rid)
         if not sid:
             continue        # zero padding between records
         out.append(Scenario(sid, [r.strip() for r in _cstr(req).split(",") if r.strip()],
-                            mask, budget, sub))
+                            mask, budget, sub, flags))
     return out
 
 
@@ -184,13 +201,14 @@ def parse_lhv_opt_md(text):
 
 
 def format_list(reg, arch=None):
-    rows = [("id", "arches", "opt_mask", "requires", "budget_ms")]
+    rows = [("id", "arches", "opt_mask", "requires", "budget_ms", "flags")]
     for s in reg.scenarios:
         if arch and not s.subarch_mask & SUBARCH_BITS[arch]:
             continue
         rows.append((s.id, ",".join(s.arches()), "0x%x" % s.opt_mask,
-                     ",".join(s.requires) or "-", str(s.budget_ms)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+                     ",".join(s.requires) or "-", str(s.budget_ms),
+                     ",".join(s.flag_names()) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if reg.options:
         lines.append("")

@@ -21,6 +21,27 @@ def _fmt_time(rec):
     return t
 
 
+def _repeat_lines(rec):
+    """repeat= and noise=: the rounds, the seed, and per scenario that failed in some round
+    how often and first when."""
+    rep = rec.get("repeat")
+    if not rep:
+        return []
+    head = "  rounds: %d" % rep.get("rounds", 0) if "rounds" in rep else "  noise"
+    if rep.get("seed") is not None:
+        head += ", seed 0x%x" % rep["seed"]
+    if rep.get("noise"):
+        head += "; noise: " + rep["noise"]
+    out = [head]
+    for s in rec.get("scenarios", []):
+        r = s.get("repeat")
+        if r and r.get("first_fail"):
+            out.append("  %s: %s in %d of %d rounds, first in round %d (worst %s, round %d)" % (
+                s["id"], "failed", r["error"] + r["bad"], r["rounds"], r["first_fail"],
+                r["worst"], r["worst_round"]))
+    return out
+
+
 def table(rec):
     """One run as readable text."""
     out = []
@@ -48,6 +69,7 @@ def table(rec):
                 out.append("  INFO %s: %s" % (s["id"], info))
             if s.get("known_bug"):
                 out.append("  known bug %s: %s" % (s["id"], s["known_bug"]["reference"]))
+    out += _repeat_lines(rec)
     for e in rec.get("lhv_errors", []):
         out.append("  LHV ERROR: " + e)
     scrn = rec.get("screen") or {}

@@ -2,6 +2,7 @@
 and produce the run record (the dict that goes into the JSON report)."""
 
 import datetime
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -101,7 +102,27 @@ def default_timeout(spec, reg):
         pass
     sel = set(reg.selected(spec.arch, opt, cmdline_value(spec.cmdline, "tests")))
     budget = sum(s.budget_ms for s in reg.scenarios if s.id in sel) / 1000.0
-    return min(base + 3 * budget, 1800)
+    return min(base + repeat_seconds(spec.cmdline, 3 * budget), 1800)
+
+
+def repeat_seconds(cmdline, round_s):
+    """Time for the rounds of repeat=/repeat_ms=/repeat_until= (lhv/repeat.c), given the time
+    allowed for one round: N rounds; or T ms of the image's time, counted 30 times over (an
+    emulator's second of image time takes several seconds of wall time under load) plus the
+    round that is running when T ends; the whole limit when only repeat_until=fail bounds it."""
+    try:
+        rounds = int(cmdline_value(cmdline, "repeat") or "0", 0)
+        ms = int(cmdline_value(cmdline, "repeat_ms") or "0", 0)
+    except ValueError:
+        return round_s
+    if not rounds and not ms:
+        return 1800 if cmdline_value(cmdline, "repeat_until") else round_s
+    limits = []
+    if rounds:
+        limits.append(round_s * rounds)
+    if ms:
+        limits.append(round_s + 30 * ms / 1000.0)
+    return min(limits)
 
 
 def new_rundir(spec):
@@ -151,7 +172,23 @@ def run(spec):
     serial_path = Path(o.logs["serial"])
     text = serial_path.read_bytes() if serial_path.exists() else b""
     rec = record(spec, ctx, judge(parse_log(text), ctx), o, wall, rundir)
+    rec["images"] = {"elf": str(Path(spec.elf).resolve() if spec.elf else images.elf_path(spec.arch)),
+                     "iso": str(spec.iso) if spec.iso else None}
+    from .bundle import image_facts       # what booted, hashed now: a later `make` replaces it
+    rec["image_facts"] = image_facts(rec, rundir)
+    save_record(rec, rundir)
     return rec
+
+
+RUN_RECORD = "run.json"
+
+
+def save_record(rec, rundir):
+    """The run record next to the logs: what `python3 -m harness bundle` reads back."""
+    try:
+        (Path(rundir) / RUN_RECORD).write_text(json.dumps(rec, indent=1, default=str) + "\n")
+    except OSError:
+        pass
 
 
 def base_record(spec, rundir, verdict, reason, wall):

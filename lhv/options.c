@@ -78,10 +78,81 @@ static bool value_is(const char *word, size_t len, const char *key, const char *
     return true;
 }
 
+/* A decimal or 0x count of at least 1 that fits 32 bits. */
+static bool parse_count(const char *key, const char *value, size_t len, uint32_t *out, char *error, size_t error_size)
+{
+    uint64_t n;
+    if (!parse_u64(value, len, &n) || n == 0 || n > 0xffffffffull) {
+        snprintf(error, error_size, "malformed %s value '%.*s' (want a count from 1 to 4294967295)", key, (int)len, value);
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
+}
+
+/* noise=nmi,ipi: which kinds of interrupts an AP fires at the BSP while scenarios run. */
+static bool parse_noise(const char *value, size_t len, uint32_t *out, char *error, size_t error_size)
+{
+    *out = 0;
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && value[end] != ',')
+            end++;
+        size_t n = end - i;
+        if (n == 3 && !memcmp(value + i, "nmi", 3))
+            *out |= NOISE_NMI;
+        else if (n == 3 && !memcmp(value + i, "ipi", 3))
+            *out |= NOISE_IPI;
+        else if (n) {
+            snprintf(error, error_size, "noise=%.*s: unknown kind '%.*s' (known: nmi ipi)", (int)len, value, (int)n,
+                     value + i);
+            return false;
+        }
+        i = end + 1;
+    }
+    if (!*out)
+        snprintf(error, error_size, "noise= needs nmi, ipi or both");
+    return *out != 0;
+}
+
+/* The race-hunting words (lhv/repeat.c); false with *handled when the word is none of them. */
+static bool parse_repeat_word(const char *word, size_t len, struct run_options *out, bool *handled, char *error,
+                              size_t error_size)
+{
+    const char *value;
+    size_t value_len;
+    *handled = true;
+    if (value_is(word, len, "repeat=", &value, &value_len))
+        return parse_count("repeat=", value, value_len, &out->repeat, error, error_size);
+    if (value_is(word, len, "repeat_ms=", &value, &value_len))
+        return parse_count("repeat_ms=", value, value_len, &out->repeat_ms, error, error_size);
+    if (value_is(word, len, "repeat_until=", &value, &value_len)) {
+        if (value_len == 4 && !memcmp(value, "fail", 4))
+            return out->repeat_until_fail = true;
+        snprintf(error, error_size, "repeat_until=%.*s: only repeat_until=fail is known", (int)value_len, value);
+        return false;
+    }
+    if (value_is(word, len, "noise=", &value, &value_len))
+        return parse_noise(value, value_len, &out->noise, error, error_size);
+    if (value_is(word, len, "seed=", &value, &value_len)) {
+        if (!parse_u64(value, value_len, &out->seed)) {
+            snprintf(error, error_size, "malformed seed value '%.*s' (want 0x<hex> or decimal)", (int)value_len, value);
+            return false;
+        }
+        return out->seed_given = true;
+    }
+    *handled = false;
+    return false;
+}
+
 static bool parse_word(const char *word, size_t len, struct run_options *out, char *error, size_t error_size)
 {
     const char *value;
     size_t value_len;
+    bool handled;
+    bool ok = parse_repeat_word(word, len, out, &handled, error, error_size);
+    if (handled)
+        return ok;
     if (value_is(word, len, "lhv_opt=", &value, &value_len)) {
         if (!parse_u64(value, value_len, &out->opt)) {
             snprintf(error, error_size, "malformed lhv_opt value '%.*s' (want 0x<hex> or decimal)", (int)value_len, value);
@@ -110,7 +181,7 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         dst[value_len] = 0;
         return true;
     }
-    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest=)", (int)len, word);
+    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest= repeat= repeat_ms= repeat_until= noise= seed=)", (int)len, word);
     return false;
 }
 

@@ -35,7 +35,23 @@ struct run_options {
     char tests[256]; /* tests= value, "" for all */
     char inject[256]; /* inject= value: globs of scenario ids, "" for none */
     char selftest[256]; /* selftest= value: one or more self-test names, comma-separated (lhv/selftest.c) */
+    /* Race hunting (lhv/repeat.c): the selected scenarios again and again in one boot. */
+    uint32_t repeat; /* repeat=N: at most N rounds; 0 when not given */
+    uint32_t repeat_ms; /* repeat_ms=T: no new round after T ms; 0 when not given */
+    bool repeat_until_fail; /* repeat_until=fail: stop after the round with the first BAD/ERROR/TIMEOUT */
+    uint32_t noise; /* noise=nmi,ipi: NOISE_* bits, sent to the BSP from an AP (lhv/arch/noise.c) */
+    bool seed_given;
+    uint64_t seed; /* seed=: the noise schedule's PRNG seed */
 };
+
+#define NOISE_NMI 1u
+#define NOISE_IPI 2u
+
+/* Any of repeat=, repeat_ms=, repeat_until= given: the run goes in rounds. */
+static inline bool options_repeating(const struct run_options *o)
+{
+    return o->repeat || o->repeat_ms || o->repeat_until_fail;
+}
 
 uint64_t lhv_default_opt(void);
 void options_set_current(const struct run_options *o);

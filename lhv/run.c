@@ -20,6 +20,9 @@ static volatile bool g_in_scenario;
 static volatile uint64_t g_deadline_tsc;
 static struct run_totals g_totals;
 static run_end_fn g_run_end; /* main.c's run_end: the runner never calls up by name */
+static struct info_buffer *g_info_buffer; /* repeat.c: INFO lines held back, NULL: printed */
+static bool g_noise_on; /* noise=: started on its AP before each body */
+static uint64_t g_noise_stream;
 
 static const char *const g_verdict_names[] = { "GOOD", "SKIP", "ERROR", "BAD", "TIMEOUT", "CRASH" };
 
@@ -75,7 +78,26 @@ void scenario_info(struct scenario *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    lhv_printf("INFO %s: %s\n", s->def->id, text);
+    struct info_buffer *b = g_info_buffer;
+    if (!b) {
+        lhv_printf("INFO %s: %s\n", s->def->id, text);
+        return;
+    }
+    size_t len = strlen(b->text);
+    int n = snprintf(b->text + len, sizeof(b->text) - len, "INFO %s: %s\n", s->def->id, text);
+    if (n < 0 || (size_t)n >= sizeof(b->text) - len) {
+        b->text[len] = 0; /* only whole lines */
+        b->dropped++;
+    }
+}
+
+void runner_buffer_info(struct info_buffer *b)
+{
+    if (b) {
+        b->text[0] = 0;
+        b->dropped = 0;
+    }
+    g_info_buffer = b;
 }
 
 bool expect_eq_u64(struct scenario *s, const char *what, uint64_t expected, uint64_t observed)
@@ -349,6 +371,8 @@ static void run_body(const struct lhv_scenario_def *d)
     if (one_shot_watchdog())
         lapic_arm_one_shot_ms(one_shot_ms(d->budget_ms)); /* before the guard: its state is the reference */
     guard_before_scenario();
+    if (g_noise_on && !noise_start(g_noise_stream))
+        lhv_printf("LHV NOTE: noise did not start on cpu%d for %s\n", noise_cpu(), d->id);
     g_deadline_tsc = rdtsc() + g_tsc_hz / 1000 * d->budget_ms;
     if (lhv_setjmp(g_abort_jmp) == 0) {
         g_in_scenario = true;
@@ -376,7 +400,8 @@ static void run_body(const struct lhv_scenario_def *d)
     report_unexpected_nmis("during", d->id);
 }
 
-static void run_one(const struct lhv_scenario_def *d)
+/* One scenario, once: its verdict, with the reason in g_current. */
+static enum verdict run_once(const struct lhv_scenario_def *d)
 {
     memset(&g_current, 0, sizeof(g_current));
     g_current.def = d;
@@ -391,12 +416,34 @@ static void run_one(const struct lhv_scenario_def *d)
     }
     if (!g_reported)
         scenario_error(&g_current, "the scenario reported nothing");
-    enum verdict v = g_current.verdict;
+    return g_current.verdict;
+}
+
+enum verdict runner_run_once(const struct lhv_scenario_def *d, bool noise, uint64_t noise_stream, char *reason,
+                             size_t size)
+{
+    g_noise_on = noise;
+    g_noise_stream = noise_stream;
+    enum verdict v = run_once(d);
+    g_noise_on = false;
+    strlcpy(reason, g_current.reason, size);
+    return v;
+}
+
+/* The one TEST line of a scenario, and its place in the totals. */
+void runner_report(const struct lhv_scenario_def *d, enum verdict v, const char *reason)
+{
     if (v == VERDICT_GOOD)
         lhv_printf("TEST %s: GOOD\n", d->id);
     else
-        lhv_printf("TEST %s: %s (%s)\n", d->id, verdict_name(v), g_current.reason);
-    totals_add(&g_totals, d->id, v, g_current.reason);
+        lhv_printf("TEST %s: %s (%s)\n", d->id, verdict_name(v), reason);
+    totals_add(&g_totals, d->id, v, reason);
+}
+
+static void run_one(const struct lhv_scenario_def *d)
+{
+    enum verdict v = run_once(d);
+    runner_report(d, v, g_current.reason);
 }
 
 /* selftest=<name>[,<name>...]: each self-test in turn, before the selected scenarios. Names are
@@ -437,9 +484,21 @@ void run_scenarios(const struct run_options *o)
     guard_start();
     if (o->selftest[0])
         run_selftests(o->selftest);
-    for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
-        if (selected(d, o))
-            run_one(d);
+    if (options_repeating(o) || o->noise) {
+        const struct lhv_scenario_def *list[RUN_MAX_SELECTED];
+        int count = 0;
+        for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
+            if (selected(d, o) && count < RUN_MAX_SELECTED)
+                list[count++] = d;
+        if (!repeat_run(o, list, count, error, sizeof(error))) {
+            lhv_printf("LHV ERROR: %s\n", error);
+            g_run_end(VERDICT_ERROR);
+        }
+    } else {
+        for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)
+            if (selected(d, o))
+                run_one(d);
+    }
     if (!g_totals.count) {
         bool other_arch_only = false;
         for (const struct lhv_scenario_def *d = lhv_scenarios_start; d < lhv_scenarios_end; d++)

@@ -34,6 +34,23 @@ void runner_init(run_end_fn end);
  * (report.c). banner and caps are the run's first two lines. */
 void report_final_screen(enum verdict result, const char *banner, const char *caps);
 
+/* Race hunting (repeat.c): runs the selected scenarios in rounds, with noise= if asked; false
+ * with the reason (nothing has run then) when a scenario does not claim what the run needs. */
+#define RUN_MAX_SELECTED 128
+bool repeat_run(const struct run_options *o, const struct lhv_scenario_def *const *list, int count, char *error,
+                size_t size);
+/* One scenario once, without its TEST line (repeat.c reports it at the end): the verdict, with
+ * the reason copied out. noise: start the noise AP for it, on that stream of the schedule. */
+enum verdict runner_run_once(const struct lhv_scenario_def *d, bool noise, uint64_t noise_stream, char *reason,
+                             size_t size);
+void runner_report(const struct lhv_scenario_def *d, enum verdict v, const char *reason);
+/* INFO lines go into b instead of the console while it is set (NULL: printed again). */
+struct info_buffer {
+    char text[2048];
+    uint32_t dropped; /* lines that did not fit */
+};
+void runner_buffer_info(struct info_buffer *b);
+
 void runner_watchdog(uintptr_t interrupted_ip);
 void runner_on_exception(const char *what);
 /* Called first by the exception handler: true when the fault was the one a scenario armed with

@@ -28,15 +28,27 @@ struct lhv_scenario_def {
         scenario_body body;
         uint64_t body_slot;
     };
-    uint64_t reserved;
+    uint64_t flags; /* SCENARIO_* below: what the scenario claims it survives */
 };
 _Static_assert(sizeof(struct lhv_scenario_def) == 128, "registry record layout is read by the harness");
 
-#define LHV_SCENARIO(ID, OPT_MASK, REQUIRES, BUDGET_MS, SUBARCH, BODY)                       \
+/* Claims a scenario makes (lhv/repeat.c refuses a run that needs one it does not make):
+ * REPEATABLE: it can run again in the same boot and judge the same way (it sets up everything
+ *   it uses each time and consumes nothing that exists only once per boot);
+ * NOISE_SAFE: NMIs and fixed-vector IPIs that another CPU fires at the BSP at any moment (in L1
+ *   or as NMI / external-interrupt exits from L2, which vcpu_run absorbs) cannot change its
+ *   verdict, and it needs no AP (noise= takes one). */
+#define SCENARIO_REPEATABLE 0x1ull
+#define SCENARIO_NOISE_SAFE 0x2ull
+
+#define LHV_SCENARIO_FLAGS(ID, OPT_MASK, REQUIRES, BUDGET_MS, SUBARCH, FLAGS, BODY)          \
     static void BODY(struct scenario *s);                                                    \
     static const struct lhv_scenario_def lhv_scenario_##ID                                   \
         __attribute__((used, section(".lhv_scenarios"), aligned(8))) = {                     \
-            #ID, REQUIRES, OPT_MASK, BUDGET_MS, SUBARCH, { .body = BODY }, 0 }
+            #ID, REQUIRES, OPT_MASK, BUDGET_MS, SUBARCH, { .body = BODY }, FLAGS }
+/* Without flags: neither repeatable nor noise-safe until someone checks. */
+#define LHV_SCENARIO(ID, OPT_MASK, REQUIRES, BUDGET_MS, SUBARCH, BODY) \
+    LHV_SCENARIO_FLAGS(ID, OPT_MASK, REQUIRES, BUDGET_MS, SUBARCH, 0, BODY)
 
 /* Runtime state of the scenario being run. */
 struct scenario {

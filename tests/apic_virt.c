@@ -30,7 +30,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(apic_virt, 0, "vmx", 5000, SUBARCH_ALL, apic_virt);
+LHV_SCENARIO_FLAGS(apic_virt, 0, "vmx", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, apic_virt);
 
 #define PROC_USE_TPR_SHADOW (1u << 21)
 #define PROC2_VIRTUALIZE_APIC_ACCESSES (1u << 0)

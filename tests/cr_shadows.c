@@ -39,7 +39,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(cr_shadows, 0, "vmx", 5000, SUBARCH_ALL, cr_shadows);
+LHV_SCENARIO_FLAGS(cr_shadows, 0, "vmx", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, cr_shadows);
 
 #define CALL_PROBE_DONE 0x1fd
 #define CR0_MP (1u << 1)

@@ -33,7 +33,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(df_triple_fault, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL, df_triple_fault);
+LHV_SCENARIO_FLAGS(df_triple_fault, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, df_triple_fault);
 
 #define VECTOR_DF 8
 #define VECTOR_NP 11

@@ -37,7 +37,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_ad_pml, LHV_OPT_USE_EPT, "vmx,ept,ept_ad,load_efer", 3000, SUBARCH_ALL, ept_ad_pml);
+LHV_SCENARIO_FLAGS(ept_ad_pml, LHV_OPT_USE_EPT, "vmx,ept,ept_ad,load_efer", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_ad_pml);
 
 #define PROC2_ENABLE_PML (1u << 17)
 #define EXIT_PML_FULL 62

@@ -23,7 +23,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_basic, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL, ept_basic);
+LHV_SCENARIO_FLAGS(ept_basic, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_basic);
 
 #define PROBE_OFFSET 0x120
 #define ORIGINAL_VALUE ((uintptr_t)0x1111111111111111ull)

@@ -19,7 +19,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_large_pages, LHV_OPT_USE_EPT, "vmx,ept,ept_2m", 3000, SUBARCH_ALL, ept_large_pages);
+LHV_SCENARIO_FLAGS(ept_large_pages, LHV_OPT_USE_EPT, "vmx,ept,ept_2m", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_large_pages);
 
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = value read at the address in ECX */
 #define WINDOW_2M 0x8000000ull          /* 128 MiB: above the 4 KiB-mapped low 64 MiB */

@@ -24,7 +24,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_on_demand, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL, ept_on_demand);
+LHV_SCENARIO_FLAGS(ept_on_demand, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_on_demand);
 
 #define ROUNDS 20
 #define TOUCH_PAGES 16

@@ -24,7 +24,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_rights_walk, LHV_OPT_USE_EPT, "vmx,ept,load_efer", 3000, SUBARCH_ALL, ept_rights_walk);
+LHV_SCENARIO_FLAGS(ept_rights_walk, LHV_OPT_USE_EPT, "vmx,ept,load_efer", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_rights_walk);
 
 #define CALL_WROTE 0x101 /* GUEST_CALL_USER + 1 */
 #define QUAL_WRITE_RX 0x1aaull

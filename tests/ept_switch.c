@@ -21,7 +21,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ept_switch, LHV_OPT_USE_EPT | LHV_OPT_USE_SWITCH_EPT, "vmx,ept,invept", 3000, SUBARCH_ALL, ept_switch);
+LHV_SCENARIO_FLAGS(ept_switch, LHV_OPT_USE_EPT | LHV_OPT_USE_SWITCH_EPT, "vmx,ept,invept", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ept_switch);
 
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = the probe's value */
 #define VMXERR_INVALID_OPERAND 28

@@ -45,7 +45,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(event_injection, 0, "vmx", 5000, SUBARCH_ALL, event_injection);
+LHV_SCENARIO_FLAGS(event_injection, 0, "vmx", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE, event_injection);
 
 #define CALL_NO_EVENT 0x101 /* GUEST_CALL_USER + 1: the guest ran without its handler */
 _Static_assert(CALL_NO_EVENT == GUEST_CALL_USER + 1, "keep the assembly's constant in step");

@@ -36,7 +36,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(exception_bitmap, 0, "vmx", 5000, SUBARCH_ALL, exception_bitmap);
+LHV_SCENARIO_FLAGS(exception_bitmap, 0, "vmx", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, exception_bitmap);
 
 #define CALL_NO_EXCEPTION 0x1ff /* the probe instruction completed */
 #define PF_REGION 0xc0000000u   /* three pages L2 sees through its own page tables */

@@ -20,7 +20,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(exit_latency, 0, "vmx", 8000, SUBARCH_ALL, exit_latency);
+LHV_SCENARIO_FLAGS(exit_latency, 0, "vmx", 8000, SUBARCH_ALL, SCENARIO_REPEATABLE, exit_latency);
 
 #define ITERATIONS 200
 #define CALL_PING (GUEST_CALL_USER + 1)

@@ -43,7 +43,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(extint_exit, 0, "vmx", 5000, SUBARCH_ALL, extint_exit);
+LHV_SCENARIO_FLAGS(extint_exit, 0, "vmx", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE, extint_exit);
 
 #define VECTOR_LOW 0x62
 #define VECTOR_HIGH 0x92

@@ -31,7 +31,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(host_state_load, 0, "vmx", 3000, SUBARCH_ALL, host_state_load);
+LHV_SCENARIO_FLAGS(host_state_load, 0, "vmx", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, host_state_load);
 
 #define CR4_OSXSAVE (1u << 18)
 #define CPUID1_ECX_XSAVE (1u << 26)

@@ -29,7 +29,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(idt_vectoring, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL, idt_vectoring);
+LHV_SCENARIO_FLAGS(idt_vectoring, LHV_OPT_USE_EPT, "vmx,ept", 3000, SUBARCH_ALL, SCENARIO_REPEATABLE, idt_vectoring);
 
 #define CALL_READY 0x101    /* GUEST_CALL_USER + 1 */
 #define CALL_NO_EVENT 0x102 /* the guest went on without its handler running */

@@ -42,7 +42,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(init_sipi, 0, "vmx,cpus>=2", 10000, SUBARCH_ALL, init_sipi);
+LHV_SCENARIO_FLAGS(init_sipi, 0, "vmx,cpus>=2", 10000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, init_sipi);
 
 #define CALL_RELEASED (GUEST_CALL_USER + 1)
 #define SIPI_VECTOR 0x12

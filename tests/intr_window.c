@@ -50,7 +50,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(intr_window, 0, "vmx", 5000, SUBARCH_ALL, intr_window);
+LHV_SCENARIO_FLAGS(intr_window, 0, "vmx", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE, intr_window);
 
 #define CALL_RAN_ON 0x101 /* GUEST_CALL_USER + 1: the guest went past where the exit belonged */
 #define VECTOR_INJECTED 0x33

@@ -22,7 +22,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(invept_per_cpu, LHV_OPT_USE_EPT, "vmx,ept,invept,cpus>=2", 5000, SUBARCH_ALL, invept_per_cpu);
+LHV_SCENARIO_FLAGS(invept_per_cpu, LHV_OPT_USE_EPT, "vmx,ept,invept,cpus>=2", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, invept_per_cpu);
 
 #define CALL_POLL (GUEST_CALL_USER + 1)
 #define READS_PER_POLL 200

@@ -36,7 +36,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(io_bitmap, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL, io_bitmap);
+LHV_SCENARIO_FLAGS(io_bitmap, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, io_bitmap);
 
 #define CALL_PROBE_DONE 0x1fe /* EBX = the probe's EAX afterwards */
 #define IN_VALUE 0x13572468u  /* what L1 returns for an intercepted IN */

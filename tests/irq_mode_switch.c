@@ -29,8 +29,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(irq_mode_switch, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST,
-             "vmx,ept,ug,preempt_timer,load_efer", 8000, SUBARCH_AMD64, irq_mode_switch);
+LHV_SCENARIO_FLAGS(irq_mode_switch, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST,
+                   "vmx,ept,ug,preempt_timer,load_efer", 8000, SUBARCH_AMD64, SCENARIO_REPEATABLE, irq_mode_switch);
 
 #define ROUNDS 300
 #define VECTOR_TICK 0x30

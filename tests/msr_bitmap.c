@@ -21,7 +21,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(msr_bitmap, LHV_OPT_USE_MSRBITMAP, "vmx,msr_bitmap", 3000, SUBARCH_ALL, msr_bitmap);
+LHV_SCENARIO_FLAGS(msr_bitmap, LHV_OPT_USE_MSRBITMAP, "vmx,msr_bitmap", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, msr_bitmap);
 
 #define RDMSR_VALUE 0x4c48564dull /* "LHVM": what L1 returns for an intercepted RDMSR */
 #define MSR_OUTSIDE_RANGES 0x40000000u /* in neither bitmap range: always exits */

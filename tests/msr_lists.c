@@ -41,7 +41,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(msr_lists, LHV_OPT_USE_MSR_LOAD, "vmx,msr_bitmap", 3000, SUBARCH_ALL, msr_lists);
+LHV_SCENARIO_FLAGS(msr_lists, LHV_OPT_USE_MSR_LOAD, "vmx,msr_bitmap", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, msr_lists);
 
 #define MAX_MSRS 8
 #define MSR_IA32_TSC 0x10u

@@ -18,7 +18,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(mtf, 0, "vmx,mtf", 3000, SUBARCH_ALL, mtf);
+LHV_SCENARIO_FLAGS(mtf, 0, "vmx,mtf", 3000, SUBARCH_ALL, SCENARIO_REPEATABLE, mtf);
 
 #define CALL_AFTER_NOPS 0x101 /* GUEST_CALL_USER + 1 */
 _Static_assert(CALL_AFTER_NOPS == GUEST_CALL_USER + 1, "keep the assembly's constant in step");

@@ -46,7 +46,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(mtf_events, 0, "vmx,mtf", 5000, SUBARCH_ALL, mtf_events);
+LHV_SCENARIO_FLAGS(mtf_events, 0, "vmx,mtf", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, mtf_events);
 
 #define CALL_GUEST_RAN_ON 0x101 /* GUEST_CALL_USER + 1: the guest reached the end of a step */
 #define CALL_HANDLER 0x102      /* GUEST_CALL_USER + 2: EBX = the frame's RIP */

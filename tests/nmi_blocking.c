@@ -49,7 +49,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(nmi_blocking, 0, "vmx,vnmi", 10000, SUBARCH_ALL, nmi_blocking);
+LHV_SCENARIO_FLAGS(nmi_blocking, 0, "vmx,vnmi", 10000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, nmi_blocking);
 
 #define CALL_REPORT (GUEST_CALL_USER + 1)  /* EBX = NMIs L2's handler has taken */
 #define CALL_REPORT2 (GUEST_CALL_USER + 2) /* the same, after L2's IRET */

@@ -39,7 +39,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(nmi_window, 0, "vmx,vnmi,nmi_window", 8000, SUBARCH_ALL, nmi_window);
+LHV_SCENARIO_FLAGS(nmi_window, 0, "vmx,vnmi,nmi_window", 8000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, nmi_window);
 
 #define CALL_REPORT (GUEST_CALL_USER + 1)  /* EBX = NMIs L2's handler has taken */
 #define CALL_REPORT2 (GUEST_CALL_USER + 2) /* the same, after L2's IRET */

@@ -27,8 +27,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(pae_cr3_unmapped, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST, "vmx,ept,ug,load_efer", 3000,
-             SUBARCH_ALL, pae_cr3_unmapped);
+LHV_SCENARIO_FLAGS(pae_cr3_unmapped, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST,
+                   "vmx,ept,ug,load_efer", 3000, SUBARCH_ALL, SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, pae_cr3_unmapped);
 
 #define CALL_UNMAP_CR3_PAGE 0x101 /* GUEST_CALL_USER + 1 */
 _Static_assert(CALL_UNMAP_CR3_PAGE == GUEST_CALL_USER + 1, "keep the assembly's constant in step");

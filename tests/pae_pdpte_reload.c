@@ -26,8 +26,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(pae_pdpte_reload, LHV_OPT_USE_EPT, "vmx,ept,preempt_timer,load_efer", 8000, SUBARCH_ALL,
-             pae_pdpte_reload);
+LHV_SCENARIO_FLAGS(pae_pdpte_reload, LHV_OPT_USE_EPT, "vmx,ept,preempt_timer,load_efer", 8000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, pae_pdpte_reload);
 
 #define CALL_WRONG_READ 0x102 /* GUEST_CALL_USER + 2: EBX = value, EDX = 0 under A, 1 under B */
 #define SWITCHES 3000

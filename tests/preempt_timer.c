@@ -38,7 +38,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(preempt_timer, 0, "vmx,preempt_timer", 5000, SUBARCH_ALL, preempt_timer);
+LHV_SCENARIO_FLAGS(preempt_timer, 0, "vmx,preempt_timer", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE, preempt_timer);
 
 #define EXIT_SAVE_PREEMPTION_TIMER (1u << 22)
 #define CALL_SPIN_ENDED (GUEST_CALL_USER + 1)

@@ -39,7 +39,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(tsc_offset, 0, "vmx,msr_bitmap", 5000, SUBARCH_ALL, tsc_offset);
+LHV_SCENARIO_FLAGS(tsc_offset, 0, "vmx,msr_bitmap", 5000, SUBARCH_ALL, SCENARIO_REPEATABLE, tsc_offset);
 
 #define PROC_USE_TSC_OFFSETTING (1u << 3)
 #define PROC_RDTSC_EXITING (1u << 12)

@@ -23,8 +23,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(ug_paging_toggle, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST, "vmx,ept,ug,load_efer", 3000,
-             SUBARCH_ALL, ug_paging_toggle);
+LHV_SCENARIO_FLAGS(ug_paging_toggle, LHV_OPT_USE_EPT | LHV_OPT_USE_UNRESTRICTED_GUEST,
+                   "vmx,ept,ug,load_efer", 3000, SUBARCH_ALL, SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, ug_paging_toggle);
 
 #define CALL_PAGING_OFF 0x101 /* GUEST_CALL_USER + 1 */
 #define CALL_PAGING_ON 0x102

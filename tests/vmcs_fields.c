@@ -38,7 +38,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vmcs_fields, 0, "vmx", 5000, SUBARCH_ALL, vmcs_fields);
+LHV_SCENARIO_FLAGS(vmcs_fields, 0, "vmx", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, vmcs_fields);
 
 #define MSR_VMX_VMCS_ENUM 0x48a
 #define MSR_VMX_PROCBASED3 0x492

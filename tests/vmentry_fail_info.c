@@ -48,7 +48,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vmentry_fail_info, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL, vmentry_fail_info);
+LHV_SCENARIO_FLAGS(vmentry_fail_info, LHV_OPT_USE_EPT, "vmx,ept", 5000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE, vmentry_fail_info);
 
 #define EXIT_VMPTRST 22
 #define VMXERR_INVALID_HOST_STATE 8

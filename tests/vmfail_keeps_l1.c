@@ -28,7 +28,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vmfail_keeps_l1, 0, "vmx", 3000, SUBARCH_ALL, vmfail_keeps_l1);
+LHV_SCENARIO_FLAGS(vmfail_keeps_l1, 0, "vmx", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, vmfail_keeps_l1);
 
 #define VMXERR_INVALID_CONTROL 7
 

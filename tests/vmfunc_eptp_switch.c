@@ -25,7 +25,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vmfunc_eptp_switch, LHV_OPT_USE_EPT, "vmx,ept,eptp_switch", 3000, SUBARCH_ALL, vmfunc_eptp_switch);
+LHV_SCENARIO_FLAGS(vmfunc_eptp_switch, LHV_OPT_USE_EPT, "vmx,ept,eptp_switch", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, vmfunc_eptp_switch);
 
 #define CALL_READ (GUEST_CALL_USER + 1) /* EBX = the probe's value */
 #define VMFUNC_EPTP_SWITCHING 1ull

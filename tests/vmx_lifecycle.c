@@ -25,7 +25,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vmx_lifecycle, 0, "vmx", 3000, SUBARCH_ALL, vmx_lifecycle);
+LHV_SCENARIO_FLAGS(vmx_lifecycle, 0, "vmx", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, vmx_lifecycle);
 
 #define CALL_AFTER_CPUID (GUEST_CALL_USER + 1)
 

@@ -25,7 +25,8 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vpid_invvpid, 0, "vmx,vpid,invvpid,load_efer", 3000, SUBARCH_ALL, vpid_invvpid);
+LHV_SCENARIO_FLAGS(vpid_invvpid, 0, "vmx,vpid,invvpid,load_efer", 3000, SUBARCH_ALL,
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, vpid_invvpid);
 
 #define GUEST_VPID 7
 #define VMXERR_INVALID_OPERAND 28

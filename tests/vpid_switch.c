@@ -32,7 +32,7 @@
 #include "scenario.h"
 #include "vmx/vmx.h"
 
-LHV_SCENARIO(vpid_switch, 0, "vmx,vpid,load_efer", 3000, SUBARCH_ALL, vpid_switch);
+LHV_SCENARIO_FLAGS(vpid_switch, 0, "vmx,vpid,load_efer", 3000, SUBARCH_ALL, SCENARIO_NOISE_SAFE, vpid_switch);
 
 #define VPID_A 0x30
 #define FRESH_VPIDS 3 /* VPID_A + 1 ... VPID_A + FRESH_VPIDS */

@@ -41,6 +41,7 @@ PREFIXES = {
     "lhv/guard.c": "runner",
     "lhv/guard.h": "runner",
     "lhv/selftest.c": "runner",
+    "lhv/repeat.c": "runner",
     "tests/": "runner",
     "lhv/main.c": "main",
 }

@@ -297,3 +297,84 @@ def test_selftest_ids_are_accepted_only_with_selftest_word():
     assert j.verdict == V.BAD and not j.problems, j.problems
     j = judge_text(log(tests, "BAD"), Context(registry=r))
     assert j.verdict == V.ERROR and "not a scenario" in j.reason
+
+
+# ---- repeat= / noise= (lhv/repeat.c): ROUND, REPEAT, SEED, NOISE lines
+
+def repeat_log(rounds, repeats, tests, head="LHV REPEAT rounds=3 ms=0 until=- noise=nmi,ipi",
+               seed="LHV SEED 0x2a", noise="LHV NOISE: cpu1 sent 10 NMIs and 9 IPIs; cpu0 took ..."):
+    """A log with ROUND lines, then per scenario its REPEAT line right before its TEST line."""
+    before = [x for x in (seed, head) if x] + list(rounds) + ([noise] if noise else [])
+    text = log([], "auto", extra_before=before)
+    body = []
+    for sid, v, why in tests:
+        if sid in repeats:
+            body.append("REPEAT %s: %s" % (sid, repeats[sid]))
+        body.append("TEST %s: %s%s" % (sid, v, " (%s)" % why if why else ""))
+    vs = [t[1] for t in tests]
+    summary = "LHV SUMMARY: %d good, %d bad, %d skipped, %d error" % (
+        vs.count("GOOD"), vs.count("BAD") + vs.count("TIMEOUT"), vs.count("SKIP"), vs.count("ERROR"))
+    return text.replace("LHV TSC end=", "\n".join(body) + "\nLHV TSC end=").replace(
+        "LHV SUMMARY: 0 good, 0 bad, 0 skipped, 0 error", summary).replace(
+        "LHV RESULT: ERROR", "LHV RESULT: " + (V.image_result(vs) or "ERROR"))
+
+
+REPEAT_GOOD = "rounds=3 good=3 skip=0 error=0 bad=0 worst=GOOD worst_round=1 first_fail=0"
+REPEAT_BAD = "rounds=3 good=1 skip=0 error=0 bad=2 worst=BAD worst_round=2 first_fail=2"
+ROUNDS_BAD = ["ROUND 1: 2 good", "ROUND 2: 1 good, BAD ept_switch", "ROUND 3: 1 good, BAD ept_switch"]
+TESTS_BAD = [("ept_basic", "GOOD", ""), ("ept_switch", "BAD", "expected x=0x1, observed x=0x2")]
+
+
+def test_repeat_lines_parsed_and_judged():
+    j = judge_text(repeat_log(ROUNDS_BAD, {"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD}, TESTS_BAD))
+    assert j.verdict == V.BAD and not j.problems, j.problems
+    s = j.by_id()["ept_switch"]
+    assert s.reason == "expected x=0x1, observed x=0x2"
+    assert s.to_dict()["repeat"] == {"rounds": 3, "good": 1, "skip": 0, "error": 0, "bad": 2, "worst": "BAD",
+                                     "worst_round": 2, "first_fail": 2}
+    d = j.to_dict()["repeat"]
+    assert d["rounds"] == 3 and d["seed"] == 0x2a and d["failing_rounds"] == {"ept_switch": [2, 3]}
+    assert d["requested"] == {"rounds": "3", "ms": "0", "until": "-", "noise": "nmi,ipi"}
+    assert d["noise"].startswith("cpu1 sent 10 NMIs")
+
+
+def test_repeat_good_run_and_cut_round_line():
+    rounds = ["ROUND 1: 2 good", "ROUND 2: 2 good", "ROUND 3: 0 good, BAD a, BAD b ..."]
+    tests = [("ept_basic", "GOOD", ""), ("ept_switch", "GOOD", "")]
+    j = judge_text(repeat_log(rounds, {"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_GOOD}, tests))
+    assert j.verdict == V.GOOD and not j.problems, j.problems
+
+
+@pytest.mark.parametrize("repeats,rounds,tests,problem", [
+    # The TEST line must carry the worst verdict of the rounds.
+    ({"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD}, ROUNDS_BAD,
+     [("ept_basic", "GOOD", ""), ("ept_switch", "GOOD", "")], "worst=BAD but its TEST line says GOOD"),
+    # Counts that do not add up.
+    ({"ept_basic": REPEAT_GOOD.replace("good=3", "good=2"), "ept_switch": REPEAT_BAD}, ROUNDS_BAD, TESTS_BAD,
+     "3 rounds but the counts add up to 2"),
+    # first_fail names a round whose ROUND line does not list the scenario.
+    ({"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD.replace("first_fail=2", "first_fail=1")}, ROUNDS_BAD,
+     TESTS_BAD, "first_fail=1 but ROUND 1 does not name it"),
+    # A failure without first_fail.
+    ({"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD.replace("first_fail=2", "first_fail=0")}, ROUNDS_BAD,
+     TESTS_BAD, "first_fail=0 with 0 error and 2 bad rounds"),
+    # A TEST line without its REPEAT line.
+    ({"ept_switch": REPEAT_BAD}, ROUNDS_BAD, TESTS_BAD, "TEST ept_basic without its REPEAT line"),
+    # More rounds claimed than ROUND lines printed.
+    ({"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD}, ROUNDS_BAD[:2], TESTS_BAD, "3 rounds but 2 ROUND lines"),
+    # ROUND lines out of order.
+    ({"ept_basic": REPEAT_GOOD, "ept_switch": REPEAT_BAD}, [ROUNDS_BAD[1], ROUNDS_BAD[0], ROUNDS_BAD[2]],
+     TESTS_BAD, "ROUND lines not numbered"),
+    # A malformed REPEAT line.
+    ({"ept_basic": "rounds=3 good=x", "ept_switch": REPEAT_BAD}, ROUNDS_BAD, TESTS_BAD, "malformed line"),
+])
+def test_repeat_inconsistencies_are_harness_errors(repeats, rounds, tests, problem):
+    j = judge_text(repeat_log(rounds, repeats, tests))
+    assert j.verdict == V.ERROR and any(problem in p for p in j.problems), j.problems
+
+
+def test_noise_without_repeat_keeps_seed():
+    text = log(GOOD3, "auto", extra_before=["LHV SEED 0x10", "LHV NOISE: cpu1 sent 3 NMIs and 0 IPIs; ..."])
+    j = judge_text(text)
+    assert j.verdict == V.GOOD and not j.problems
+    assert j.to_dict()["repeat"] == {"seed": 0x10, "noise": "cpu1 sent 3 NMIs and 0 IPIs; ..."}

@@ -9,9 +9,9 @@ import pytest
 from harness import registry as R
 
 
-def scen(sid, req, mask, budget, sub):
+def scen(sid, req, mask, budget, sub, flags=0):
     return struct.pack("<40s56sQIIQQ", sid.encode(), req.encode(), mask, budget, sub,
-                       0xdeadbeef, 0)
+                       0xdeadbeef, flags)
 
 
 def opt(name, value, impl, dflt, meaning):
@@ -51,7 +51,7 @@ def make_elf(cls, sections):
     return eh + body + bytes(pad) + b"".join(shdrs)
 
 
-SCENS = scen("vmx_lifecycle", "vmx", 0, 2000, 3) + scen("pae_cr3_unmapped", "vmx,ept,ug", 0x24, 3000, 3) \
+SCENS = scen("vmx_lifecycle", "vmx", 0, 2000, 3, 3) + scen("pae_cr3_unmapped", "vmx,ept,ug", 0x24, 3000, 3, 1) \
     + scen("pae_pdpte_reload", "vmx,ept,preempt_timer", 0x4, 500, 1)
 OPTS = opt("USE_EPT", 0x4, 1, 1, "EPT") + opt("USE_MSR_LOAD", 0x1, 1, 0, "MSR lists") \
     + opt("USE_UNRESTRICTED_GUEST", 0x20, 1, 1, "unrestricted guest")
@@ -77,6 +77,11 @@ def test_synthetic_elf(cls, tmp_path):
     listing = R.format_list(reg, "amd64")
     assert "pae_cr3_unmapped" in listing and "0x24" in listing and "vmx,ept,ug" in listing
     assert "pae_pdpte_reload" not in listing
+    # Flags (the record's last u64): what each scenario claims for repeat= and noise=.
+    assert [(x.id, x.repeatable, x.noise_safe) for x in reg.scenarios] == [
+        ("vmx_lifecycle", True, True), ("pae_cr3_unmapped", True, False), ("pae_pdpte_reload", False, False)]
+    assert reg.get("vmx_lifecycle").flag_names() == ["repeat", "noise"]
+    assert "repeat,noise" in listing
 
 
 def test_bad_inputs(tmp_path):
@@ -92,14 +97,14 @@ def test_bad_inputs(tmp_path):
 
 C_SRC = r"""
 struct s { char id[40]; char requires[56]; unsigned long long opt_mask;
-           unsigned int budget_ms, subarch_mask; unsigned long long fn, reserved; };
+           unsigned int budget_ms, subarch_mask; unsigned long long fn, flags; };
 struct o { char name[32]; unsigned long long value; unsigned int implemented, is_default;
            char meaning[80]; };
 _Static_assert(sizeof(struct s) == 128, "s"); _Static_assert(sizeof(struct o) == 128, "o");
 __attribute__((section(".lhv_scenarios"), used, aligned(8)))
 static const struct s s1[2] = { { "ept_basic", "vmx,ept", 0x4, 1500, 3,
-                                  0, 0 },
-                                { "msr_lists", "vmx", 0x1, 700, 2, 0, 0 } };
+                                  0, 3 },
+                                { "msr_lists", "vmx", 0x1, 700, 2, 0, 1 } };
 __attribute__((section(".lhv_options"), used, aligned(8)))
 static const struct o o1 = { "USE_EPT", 0x4, 1, 1, "EPT" };
 """
@@ -116,8 +121,8 @@ def test_gcc_built_object(bits, tmp_path):
                         str(tmp_path / "r.c")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     reg = R.load(out)
-    assert [(s.id, s.requires, s.opt_mask, s.budget_ms, s.subarch_mask) for s in reg.scenarios] == [
-        ("ept_basic", ["vmx", "ept"], 4, 1500, 3), ("msr_lists", ["vmx"], 1, 700, 2)]
+    assert [(s.id, s.requires, s.opt_mask, s.budget_ms, s.subarch_mask, s.flags) for s in reg.scenarios] == [
+        ("ept_basic", ["vmx", "ept"], 4, 1500, 3, 3), ("msr_lists", ["vmx"], 1, 700, 2, 1)]
     assert [(o.name, o.value, o.implemented, o.is_default, o.meaning) for o in reg.options] == [
         ("USE_EPT", 4, True, True, "EPT")]
 

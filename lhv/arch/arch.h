@@ -24,6 +24,7 @@
 
 #define VECTOR_TIMER 0x40
 #define VECTOR_WAKE 0x41 /* IPI: an AP has work */
+#define VECTOR_NOISE 0x42 /* IPI: noise=ipi (arch/noise.c) */
 #define VECTOR_SPURIOUS 0xff
 
 /* Register frame built by the interrupt stubs (isr.S); field order matches the pushes. */
@@ -148,6 +149,24 @@ extern volatile uint32_t g_nmi_guest_count;
 /* After a scenario (also one that aborted): a hook still installed is removed, and L1 IRETs so
  * that no NMI blocking outlives the scenario; a pending NMI is then counted as unexpected. */
 void nmi_after_scenario(void);
+/* NMIs that no scenario hook takes go here instead of being counted as unexpected (noise=nmi). */
+void nmi_set_fallback_hook(nmi_hook_fn hook);
+
+/* noise=nmi,ipi (arch/noise.c): an AP fires NMIs and VECTOR_NOISE IPIs at the BSP at
+ * PRNG-chosen intervals while each scenario runs. noise_arm() once (false with the reason when
+ * there is no AP to send from), noise_start() before each scenario (stream: which round and
+ * scenario, so a seed replays the same schedule), smp_cancel_all_work() stops it. */
+struct noise_counts {
+    uint32_t sent_nmi, sent_ipi; /* by the noise AP */
+    uint32_t nmi_in_l1, nmi_exits, ipi_taken; /* on the BSP: NMIs taken in L1, NMI exits from L2 absorbed */
+};
+bool noise_arm(uint32_t kinds, uint64_t seed, char *why, size_t size);
+bool noise_start(uint64_t stream);
+int noise_cpu(void); /* the AP that sends, -1 without noise */
+bool noise_absorbs_nmi_exits(void); /* vcpu_run: an NMI exit is noise, take it and resume L2 */
+void noise_nmi_exit_absorbed(void);
+void noise_irq(void); /* irq_other: a VECTOR_NOISE IPI */
+void noise_counts(struct noise_counts *c);
 
 /* Fixed-vector interrupts that are not LHV's own (arch/irq_hook.c): a scenario that raises them
  * installs a hook that sees each one before its EOI; without a hook they only get the EOI. */

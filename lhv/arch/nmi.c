@@ -7,13 +7,16 @@
 #include "arch/arch.h"
 
 static nmi_hook_fn volatile g_nmi_hook;
+static nmi_hook_fn volatile g_nmi_fallback; /* noise=nmi: NMIs that are expected, though not by a scenario */
 static volatile uint32_t g_nmi_unexpected[MAX_CPUS]; /* each CPU writes only its own slot */
 
 void nmi_set_hook(nmi_hook_fn hook) { g_nmi_hook = hook; }
 
+void nmi_set_fallback_hook(nmi_hook_fn hook) { g_nmi_fallback = hook; }
+
 void nmi_handle(struct trap_frame *f)
 {
-    nmi_hook_fn hook = g_nmi_hook;
+    nmi_hook_fn hook = g_nmi_hook ? g_nmi_hook : g_nmi_fallback;
     if (hook)
         hook(f);
     else

@@ -244,6 +244,32 @@ static void read_exit_info(struct vcpu *v)
         e->guest_linear = vmcs_read(VMCS_GUEST_LINEAR_ADDRESS);
 }
 
+/* noise=nmi: an NMI exit (NMI exiting is on in every VMCS LHV makes) is the noise AP's NMI,
+ * not the scenario's business. L1 takes it the way a hypervisor passes an NMI on (SDM Vol. 3C
+ * chapter 28, "Information for VM Exits During Event Delivery" and "Information About NMI
+ * Unblocking Due to IRET"): an event whose delivery the exit interrupted is re-injected,
+ * blocking by NMI that an IRET in L2 had just lifted is put back, and the NMI blocking an NMI
+ * exit may leave in L1 ends with an IRET (Vol. 3A 6.7.1). */
+static bool absorb_noise_nmi(struct vcpu *v)
+{
+    const struct vmx_exit *e = &v->exit;
+    bool nmi = (e->reason & 0xffff) == EXIT_EXCEPTION_NMI && (e->interruption_info & INTR_INFO_VALID) &&
+               (e->interruption_info & INTR_TYPE_MASK) == INTR_TYPE_NMI;
+    if (!nmi || !noise_absorbs_nmi_exits())
+        return false;
+    noise_nmi_exit_absorbed();
+    if (e->idt_vectoring_info & INTR_INFO_VALID) {
+        vmcs_write(VMCS_ENTRY_INTERRUPTION_INFO, e->idt_vectoring_info & ~INTR_INFO_NMI_UNBLOCKED_BY_IRET);
+        if (e->idt_vectoring_info & INTR_INFO_ERROR_CODE)
+            vmcs_write(VMCS_ENTRY_EXCEPTION_ERROR_CODE, vmcs_read(VMCS_IDT_VECTORING_ERROR_CODE));
+        vmcs_write(VMCS_ENTRY_INSTRUCTION_LENGTH, e->instruction_length);
+    } else if (e->interruption_info & INTR_INFO_NMI_UNBLOCKED_BY_IRET) {
+        vmcs_write(VMCS_GUEST_INTERRUPTIBILITY, vmcs_read(VMCS_GUEST_INTERRUPTIBILITY) | INTERRUPTIBILITY_NMI);
+    }
+    nmi_iret();
+    return true;
+}
+
 int vcpu_run(struct vcpu *v)
 {
     for (;;) {
@@ -259,6 +285,8 @@ int vcpu_run(struct vcpu *v)
         /* A VM-entry failure (exit reason bit 31) leaves the VMCS clear: VMLAUNCH next time. */
         if (!(v->exit.reason & (1u << 31)))
             v->launched = true;
+        if (absorb_noise_nmi(v))
+            continue; /* interrupts still off: straight back into L2 */
         bool external = (v->exit.reason & 0xffff) == EXIT_EXTERNAL_INTERRUPT;
         if (external && v->irq_exits_to_caller)
             return VMX_OK; /* interrupts still off: the caller looks at the exit and the LAPIC first */
