@@ -126,12 +126,11 @@ def _reproduce_command(rec, image_names):
         args += ["--iso", "image/" + image_names["iso"]]
     if image_names.get("elf"):
         args += ["--elf", "image/" + image_names["elf"]]
-    args += ["--out", "runs/reproduced"]
-    env = ""
     binary = (rec.get("command") or [None])[0]
-    if rec["target"] == "bochs" and binary and binary != "bochs":
-        env = "LHV_BOCHS=%s " % shlex.quote(binary)
-    return env + " ".join(shlex.quote(a) for a in args)
+    if rec["target"] == "bochs" and binary:
+        args += ["--bochs", binary]  # the very build that ran (a path: Debian's or one built here)
+    args += ["--out", "runs/reproduced"]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def _screen_text(rec, rundir):

@@ -12,7 +12,7 @@
 #define MB2_BOOT_MAGIC 0x36d76289u
 
 static uint64_t g_tsc_start;
-static char g_cmdline[512];
+static char g_cmdline[2048];
 static char g_banner[200];
 static const char *g_boot_method = "bios";
 static struct framebuffer_info g_fb;

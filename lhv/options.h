@@ -32,7 +32,7 @@ _Static_assert(sizeof(struct lhv_option_def) == 128, "option record layout is re
 
 struct run_options {
     uint64_t opt;
-    char tests[256]; /* tests= value, "" for all */
+    char tests[1024]; /* tests= value, "" for all */
     char inject[256]; /* inject= value: globs of scenario ids, "" for none */
     char selftest[256]; /* selftest= value: one or more self-test names, comma-separated (lhv/selftest.c) */
     /* Race hunting (lhv/repeat.c): the selected scenarios again and again in one boot. */

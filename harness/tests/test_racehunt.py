@@ -55,10 +55,10 @@ def test_bundle_reproduce_command():
            "options": {"tests": "ept_basic", "inject": "ept_basic", "extra": "repeat=3 noise=nmi"},
            "timeout_s": 90, "command": ["/work/bochs/3.0/bin/bochs", "-q"]}
     cmd = _reproduce_command(rec, {"iso": "lhv-i386.iso", "elf": "lhv-i386.elf"})
-    assert cmd == ("LHV_BOCHS=/work/bochs/3.0/bin/bochs python3 -m harness run --target bochs --arch i386 "
+    assert cmd == ("python3 -m harness run --target bochs --arch i386 "
                    "--cpu-model tigerlake --cpus 2 --tests ept_basic --inject ept_basic "
                    "--cmdline 'repeat=3 noise=nmi' --timeout 90 --iso image/lhv-i386.iso "
-                   "--elf image/lhv-i386.elf --out runs/reproduced")
+                   "--elf image/lhv-i386.elf --bochs /work/bochs/3.0/bin/bochs --out runs/reproduced")
 
 
 # ---------------------------------------------------------------- boots

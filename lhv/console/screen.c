@@ -312,7 +312,7 @@ static uint32_t draw_final_qr(const struct screen_final_report *r)
         /* Two modules per row, and at least 30 columns left for the text: 80x25 holds a version
          * 7 symbol with its quiet zone. */
         uint32_t text = r->min_text_cols > 30 ? r->min_text_cols : 30;
-        int tall = (int)g_screen.rows * 2, wide = (int)g_screen.cols - (int)text;
+        int tall = (int)g_screen.rows * 2, wide = (int)g_screen.cols - (int)text - 1; /* a gap */
         version = qr_version_for(tall < wide ? tall : wide, VGA_QR_QUIET);
     } else {
         version = qr_version_for((int)(fb_qr_side(r) / FB_QR_MIN_MODULE_PX), FB_QR_QUIET);
