@@ -225,6 +225,22 @@ def serial_from_log(log_text):
     return "".join(m + "\n" for m in out if not (sent and m.strip() in sent))
 
 
+def lava_disagrees(cases, job_result, serial_path):
+    """What LAVA recorded that does not follow from the TEST lines it logged: the monitors
+    test must turn every TEST line into its case, through the fixupdict, and nothing else."""
+    from ..logparse import parse_log
+    p = parse_log(Path(serial_path).read_bytes())
+    if p.result is None:
+        return []                 # the run ended early: the judge says why
+    want = {t.id: lava_verdict(t.verdict) for t in p.tests}
+    problems = []
+    if cases != want:
+        problems.append("LAVA's test cases %s differ from the TEST lines %s" % (cases, want))
+    if job_result != "pass":
+        problems.append("the LAVA job itself did not pass (%s): see lava.log" % job_result)
+    return problems
+
+
 def lava_version():
     try:
         from lava_common.version import __version__
@@ -291,6 +307,7 @@ class Lava(Target):
                   "lava_job": str(rundir / "job.yaml"), "lava_device": str(rundir / "device.yaml"),
                   "lava_results": str(rundir / "lava-results.json")}
         o.end_state = "lava job %s" % (job_result or "?")
+        o.problems += lava_disagrees(cases, job_result, rundir / "serial.log")
         if o.ended is None:
             from .base import serial_has_result
             o.ended = "result" if serial_has_result(rundir / "serial.log") else "exited"
