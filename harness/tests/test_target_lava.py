@@ -127,3 +127,56 @@ def test_lava_run_results_equal_harness_verdicts(tmp_path, arch):
                       timeout=120, out=str(tmp_path / "qemu")))
     assert {s["id"]: s["verdict"] for s in ref["scenarios"]} == verdicts, show(ref)
     assert ref["verdict"] == rec["verdict"], show(ref) + show(rec)
+
+
+# A rendered x86 device dictionary of the kind lava-server makes from x86.jinja2 (iPXE and GRUB
+# boot methods, serial console through `connect`). A lab's has `connect: telnet <ser2net> <port>`
+# and real power commands; here `cat /dev/null` and /bin/true, since nothing is run.
+X86_DEVICE = {
+    "device_type": "x86",
+    "constants": dict(L.device_yaml(RunSpec(target="lava"))["constants"],
+                      ipxe={"interrupt-prompt": "Press Ctrl-B", "interrupt-character": "b"},
+                      grub={"interrupt-prompt": "Press enter to boot the selected OS",
+                            "interrupt-character": "c"}),
+    "commands": {"connect": "cat /dev/null", "hard_reset": "/bin/true", "power_off": "/bin/true",
+                 "power_on": "/bin/true"},
+    "parameters": {},
+    "actions": {"deploy": {"parameters": {}, "methods": {"tftp": None}},
+                "boot": {"connections": {"serial": None}, "methods": {
+                    "ipxe": {"parameters": {"bootloader_prompt": "iPXE>", "boot_message": "LHV ",
+                                            "interrupt_char": "b", "interrupt_ctrl_list": ["b"]}},
+                    "grub": {"parameters": {"bootloader_prompt": "grub>", "boot_message": "LHV "}}}}},
+    "timeouts": {"actions": {}, "connections": {}},
+}
+
+
+@pytest.mark.parametrize("lab_boot", L.LAB_BOOTS)
+def test_lab_job_passes_the_dispatchers_validation(tmp_path, monkeypatch, lab_boot):
+    """More than the schema: lava-dispatcher builds the lab job's whole pipeline (tftp deploy,
+    iPXE/GRUB boot with the job's own commands, monitors test) against an x86 device and
+    validates it, as a worker would before running it. A worker's TFTP server (tftpd-hpa:
+    /etc/default/tftpd-hpa and in.tftpd) is the one thing this machine lacks: stubbed."""
+    need("lava-run")
+    need_images(iso=False)
+    import logging
+    from lava_common.log import YAMLLogger
+    import lava_dispatcher.actions.deploy.tftp as tftp
+    import lava_dispatcher.utils.filesystem as fs
+    from lava_dispatcher.device import NewDevice
+    from lava_dispatcher.parser import JobParser
+    monkeypatch.setattr(fs, "tftpd_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(tftp, "which", lambda name, *a, **k: "/usr/sbin/" + name)
+    logging.setLoggerClass(YAMLLogger)
+    logger = logging.getLogger("dispatcher")
+    job = L.lava_job(spec(), "x86", lab_boot=lab_boot,
+                     kernel_url=images_elf_uri("amd64"))
+    lava_job = JobParser().parse(L.dump_yaml(job), NewDevice(X86_DEVICE), "4", logger=logger,
+                                 dispatcher_config=None, env_dut=None)
+    lava_job.validate()           # raises with the dispatcher's reason when the job is refused
+    names = [a.name for a in lava_job.pipeline.actions]
+    assert names[0] == "tftp-deploy" and names[2] == "lava-test-monitor-retry", names
+
+
+def images_elf_uri(arch):
+    from harness import images
+    return images.elf_path(arch).resolve().as_uri()
