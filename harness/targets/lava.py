@@ -65,7 +65,9 @@ def monitor_test(timeout_s):
 
 def _timeouts(timeout_s):
     return {"job": _minutes(timeout_s + 300), "action": _minutes(timeout_s + 60),
-            "connection": {"minutes": 2}}
+            # The monitor waits for the next TEST line with the connection timeout, and with
+            # repeat= none comes before the last round ends: no shorter limit than the test's.
+            "connection": _minutes(timeout_s + 60)}
 
 
 def lava_job(spec, device_type="qemu", kernel_url=None, lab_boot="ipxe"):
