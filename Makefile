@@ -7,6 +7,7 @@
 #   make bench      exit_latency under Bochs: cycles per VM exit round trip, as figures; then
 #                   rounds per minute of the EPT/TLB family with repeat= against a reboot per round
 #   make deps       install the Debian packages all of this needs (apt-get; run as root)
+#   make lava-deps  opt-in: Debian's LAVA (lava-dispatcher, lava-common) for the lava target; CI runs it
 #   make clean
 #   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO of the built ELF whose entry passes CMDLINE
 
@@ -31,7 +32,7 @@ TESTS := $(FIRST_TESTS) $(filter-out $(FIRST_TESTS),$(sort $(wildcard tests/*.c)
 SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) $(TESTS)
 HEADERS := $(wildcard lhv/*.h lhv/*/*.h lhv/*/*.inc guest/*.h)
 
-.PHONY: all run test bench deps clean iso-custom
+.PHONY: all run test bench deps lava-deps clean iso-custom
 all: $(foreach a,$(ARCHES),images/lhv-$(a).elf images/lhv-$(a).iso) images/font8x16.bin
 
 build/font8x16.bin: tools/mkfont.py
@@ -76,6 +77,11 @@ bench: all
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y $$(cat tools/apt-packages.txt $$(ls harness/apt-packages.txt 2>/dev/null))
+
+# Opt-in (about 120 packages): only the lava target and its tests need it; `make deps` stays lean.
+lava-deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$(cat harness/apt-packages-lava.txt)
 
 clean:
 	rm -rf build images

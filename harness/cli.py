@@ -1,4 +1,4 @@
-"""python3 -m harness: run | judge | compare | list | kvm-probe | bundle | bench
+"""python3 -m harness: run | judge | compare | list | kvm-probe | bundle | bench | lava
 
 Exit status (worst run wins; known target bugs do not count):
   0 GOOD (or a VMware bundle written)   1 BAD        2 usage error
@@ -219,6 +219,42 @@ def cmd_bench(args):
     return bench.main(args)
 
 
+def cmd_lava(args):
+    """Write the LAVA job definitions: the qemu one (runnable here with lava-run) and the lab
+    template for a real x86 machine; validate both with LAVA's schema where lava-common is."""
+    from .targets import lava
+    spec = RunSpec(target="lava", arch=args.arch, cpu_model=args.cpu_model, cpus=args.cpus,
+                   opt=args.opt, tests=args.tests, inject=args.inject, extra=args.cmdline,
+                   timeout=args.timeout, elf=args.elf)
+    if spec.timeout is None:
+        from .runner import default_timeout
+        try:
+            spec.timeout = default_timeout(spec, load_registry(spec.arch, spec.elf))
+        except regmod.ElfError:
+            spec.timeout = 600
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = {"lhv-%s-qemu.yaml" % args.arch: lava.lava_job(spec, "qemu"),
+            "lhv-%s-x86-%s.yaml" % (args.arch, args.lab_boot):
+                lava.lava_job(spec, args.device_type, kernel_url=args.kernel_url
+                              or "https://example.org/lhv-%s.elf" % args.arch,
+                              lab_boot=args.lab_boot)}
+    rc = 0
+    for name, job in jobs.items():
+        (out / name).write_text(lava.dump_yaml(job))
+        try:
+            err = lava.validate_job(job)
+            state = "valid (lava_common %s)" % (lava.lava_version() or "?") if not err \
+                else "INVALID: " + err
+            rc = rc or (V.EXIT_STATUS[V.ERROR] if err else 0)
+        except ImportError:
+            state = "not validated: lava-common is not installed (make lava-deps)"
+        print("%s: %s" % (out / name, state))
+    (out / "device-qemu.yaml").write_text(lava.dump_yaml(lava.device_yaml(spec)))
+    print("%s: rendered qemu device dictionary for `lava-run --device`" % (out / "device-qemu.yaml"))
+    return rc
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python3 -m harness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -298,6 +334,22 @@ def build_parser():
     bn.add_argument("--rounds", type=int, default=30)
     bn.add_argument("--json", help="write the figures here")
     bn.set_defaults(func=cmd_bench)
+    lv = sub.add_parser("lava", help="write LAVA job definitions (qemu, and an x86 lab template)")
+    lv.add_argument("--arch", default="amd64")
+    lv.add_argument("--cpu-model", help="qemu job: QEMU's -cpu (default max)")
+    lv.add_argument("--cpus", type=int, default=2)
+    lv.add_argument("--opt")
+    lv.add_argument("--tests")
+    lv.add_argument("--inject")
+    lv.add_argument("--cmdline")
+    lv.add_argument("--timeout", type=float, help="seconds for the test action (default: from the budgets)")
+    lv.add_argument("--elf", help="the ELF the qemu job deploys (default images/lhv-<arch>.elf)")
+    lv.add_argument("--kernel-url", help="lab job: where the lab fetches the ELF (http(s)://...)")
+    lv.add_argument("--device-type", default="x86", help="lab job: the lab's device type (default x86)")
+    lv.add_argument("--lab-boot", choices=("ipxe", "grub"), default="ipxe",
+                    help="lab job: iPXE (default) or GRUB loads the multiboot ELF")
+    lv.add_argument("--out", default="images/lava", help="folder for the job files")
+    lv.set_defaults(func=cmd_lava)
     return p
 
 

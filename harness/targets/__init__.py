@@ -5,12 +5,13 @@ Adding a target: a module here with a Target subclass (see base.py), and a line 
 
 from .base import Outcome, Target, Unavailable
 from .bochs import Bochs
+from .lava import Lava
 from .qemu_kvm import QemuKvm, kvm_probe
 from .qemu_tcg import QemuTcg
 from .vmware import Vmware
 
 # --target word -> class.  The order is the order of --help and of the usage message.
-TARGETS = {cls.name: cls for cls in (Bochs, QemuTcg, QemuKvm, Vmware)}
+TARGETS = {cls.name: cls for cls in (Bochs, QemuTcg, QemuKvm, Vmware, Lava)}
 
 
 def get(name, program=None):
@@ -23,4 +24,4 @@ def get(name, program=None):
 
 
 __all__ = ["Outcome", "Target", "Unavailable", "TARGETS", "get", "kvm_probe",
-           "Bochs", "QemuTcg", "QemuKvm", "Vmware"]
+           "Bochs", "QemuTcg", "QemuKvm", "Vmware", "Lava"]

@@ -12,7 +12,7 @@ from .test_judge import log
 
 
 def test_table_and_interface():
-    assert TARGETS == ("bochs", "qemu-tcg", "qemu-kvm", "vmware")
+    assert TARGETS == ("bochs", "qemu-tcg", "qemu-kvm", "vmware", "lava")
     for name, cls in targets.TARGETS.items():
         t = targets.get(name)
         assert t.name == name and isinstance(t, Target)
