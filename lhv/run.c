@@ -100,6 +100,29 @@ void runner_buffer_info(struct info_buffer *b)
     g_info_buffer = b;
 }
 
+_Static_assert(sizeof(((struct scenario_step *)0)->reason) == sizeof(((struct scenario *)0)->reason),
+               "a step keeps the scenario's whole reason");
+
+void scenario_step_begin(struct scenario *s, struct scenario_step *kept)
+{
+    kept->verdict = s->verdict;
+    memcpy(kept->reason, s->reason, sizeof(kept->reason));
+    s->verdict = VERDICT_GOOD;
+    s->reason[0] = 0;
+}
+
+bool scenario_step_end(struct scenario *s, const struct scenario_step *kept)
+{
+    enum verdict step = s->verdict;
+    if (step == VERDICT_BAD)
+        scenario_info(s, "step failed: %s", s->reason);
+    if (kept->verdict >= step) {
+        s->verdict = kept->verdict;
+        memcpy(s->reason, kept->reason, sizeof(kept->reason));
+    }
+    return step != VERDICT_ERROR;
+}
+
 bool expect_eq_u64(struct scenario *s, const char *what, uint64_t expected, uint64_t observed)
 {
     if (expected == observed)

@@ -72,6 +72,27 @@ void scenario_good(struct scenario *s);
 __attribute__((noreturn)) void scenario_abort(enum verdict v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Independent steps of one scenario: a BAD step is printed as an INFO line ("step failed: ...")
+ * and the next step still runs, so one target bug does not hide the other checks; the scenario
+ * keeps its first BAD. An ERROR stops the steps (scenario_step_end returns false). */
+struct scenario_step {
+    enum verdict verdict;
+    char reason[200];
+};
+void scenario_step_begin(struct scenario *s, struct scenario_step *kept);
+bool scenario_step_end(struct scenario *s, const struct scenario_step *kept);
+/* One step: `before` and `after` are the scenario's own set-up and clean-up around each. */
+#define SCENARIO_STEP(s, call, before, after)             \
+    do {                                                  \
+        struct scenario_step kept_;                       \
+        scenario_step_begin((s), &kept_);                 \
+        before;                                           \
+        (void)(call);                                     \
+        after;                                            \
+        if (!scenario_step_end((s), &kept_))              \
+            return;                                       \
+    } while (0)
+
 /* BAD (expected <what>=<exp>, observed <what>=<obs>) unless equal. */
 bool expect_eq_u64(struct scenario *s, const char *what, uint64_t expected, uint64_t observed);
 #define expect_eq(s, what, expected, observed) \

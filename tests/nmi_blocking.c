@@ -327,42 +327,7 @@ static bool can_try_hlt(void)
 /* Every step runs with L1's interrupts off; afterwards L1 IRETs until nothing is pending and takes
  * interrupts again, whether the step passed or not. A BAD step does not hide the later ones: its
  * reason is printed as an INFO line, the verdict keeps the first. Only an ERROR stops the run. */
-struct step_verdict {
-    enum verdict verdict;
-    char reason[sizeof(((struct scenario *)0)->reason)];
-};
-
-static void step_begin(struct scenario *s, struct step_verdict *kept)
-{
-    kept->verdict = s->verdict;
-    memcpy(kept->reason, s->reason, sizeof(kept->reason));
-    s->verdict = VERDICT_GOOD;
-    s->reason[0] = 0;
-    irq_disable();
-}
-
-static bool step_end(struct scenario *s, const struct step_verdict *kept)
-{
-    l1_unblock_all(s);
-    irq_enable();
-    enum verdict step = s->verdict;
-    if (step == VERDICT_BAD)
-        scenario_info(s, "step failed: %s", s->reason);
-    if (kept->verdict >= step) {
-        s->verdict = kept->verdict;
-        memcpy(s->reason, kept->reason, sizeof(kept->reason));
-    }
-    return step != VERDICT_ERROR;
-}
-
-#define STEP(s, call)                        \
-    do {                                     \
-        struct step_verdict kept_;           \
-        step_begin((s), &kept_);             \
-        (void)(call);                        \
-        if (!step_end((s), &kept_))          \
-            return;                          \
-    } while (0)
+#define STEP(s, call) SCENARIO_STEP((s), (call), irq_disable(), (l1_unblock_all(s), irq_enable()))
 
 static void nmi_blocking_steps(struct scenario *s, struct vcpu *v)
 {

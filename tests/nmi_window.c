@@ -232,21 +232,9 @@ static bool step_inject_while_blocked(struct scenario *s, struct vcpu *v)
 
 /* Each step with L1's interrupts off; afterwards L1 IRETs until nothing is pending. A BAD step is
  * listed as INFO and the next step runs; the verdict keeps the first BAD. */
-struct step_verdict {
-    enum verdict verdict;
-    char reason[sizeof(((struct scenario *)0)->reason)];
-};
-
-static void step_begin(struct scenario *s, struct step_verdict *kept)
-{
-    kept->verdict = s->verdict;
-    memcpy(kept->reason, s->reason, sizeof(kept->reason));
-    s->verdict = VERDICT_GOOD;
-    s->reason[0] = 0;
-    irq_disable();
-}
-
-static bool step_end(struct scenario *s, const struct step_verdict *kept)
+/* After a step: L1 IRETs until no NMI is pending (each IRET may take one), then takes
+ * interrupts again. */
+static void l1_iret_until_quiet(void)
 {
     for (int i = 0; i < 4; i++) {
         uint32_t before = g_l1_nmis;
@@ -255,24 +243,9 @@ static bool step_end(struct scenario *s, const struct step_verdict *kept)
             break;
     }
     irq_enable();
-    enum verdict step = s->verdict;
-    if (step == VERDICT_BAD)
-        scenario_info(s, "step failed: %s", s->reason);
-    if (kept->verdict >= step) {
-        s->verdict = kept->verdict;
-        memcpy(s->reason, kept->reason, sizeof(kept->reason));
-    }
-    return step != VERDICT_ERROR;
 }
 
-#define STEP(s, call)               \
-    do {                            \
-        struct step_verdict kept_;  \
-        step_begin((s), &kept_);    \
-        (void)(call);               \
-        if (!step_end((s), &kept_)) \
-            return;                 \
-    } while (0)
+#define STEP(s, call) SCENARIO_STEP((s), (call), irq_disable(), l1_iret_until_quiet())
 
 static void nmi_window_steps(struct scenario *s, struct vcpu *v)
 {
