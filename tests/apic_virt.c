@@ -21,16 +21,19 @@
  *    with 50H in the qualification. Not offered: INFO with the MSR value.
  * 5. x2APIC MSRs that L1's MSR bitmap passes through with "virtualize x2APIC mode" off read L1's
  *    own x2APIC state (30.5 applies only with that control set; 26.1.3 "Instructions that cause
- *    VM exits conditionally", 25.6.9 MSR-bitmap address): Xen 7b2b93d30c ("nvmx: always trap
- *    accesses to x2APIC MSRs", 2020) fixed merged bitmaps that let L2 read the host's view. LHV's L1 runs its
- *    local APIC in xAPIC mode; where CPUID.1:ECX[21] offers x2APIC, the BSP switches to x2APIC
- *    mode for this step only (IA32_APIC_BASE bit 10), with its timer stopped and any tick already
- *    requested taken first, sets its TPR to 30H, and L2 reads MSRs 802H (ID), 803H (version),
- *    808H (TPR): with the bitmap passing them through L2 must see exactly L1's values, with the
- *    bitmap's read bits set each RDMSR exits (31) with ECX = the MSR. Back to xAPIC mode goes
- *    through the disabled state (SDM Vol. 3A 11.12.5), which resets the LAPIC: L1 puts back SVR,
- *    TPR, LDR, DFR, the LVT entries, and the timer's divide, LVT and initial count. Without
- *    x2APIC: INFO with CPUID.1:ECX.
+ *    VM exits conditionally"; Vol. 3A 11.12.1.2: in xAPIC mode RDMSR of them is #GP(0)). Xen
+ *    7b2b93d30c ("nvmx: always trap accesses to x2APIC MSRs", 2020) fixed merged bitmaps that
+ *    let L2 read the host's APIC instead. L2 reads MSRs 802H (ID), 803H (version), 808H (TPR):
+ *    - L1 in xAPIC mode (LHV's default): L1 first checks its own RDMSR of each gives #GP; L2's
+ *      passed-through RDMSR must give #GP(0) too (exit 0 through the exception bitmap), never a
+ *      value;
+ *    - L1 in x2APIC mode (firmware left it on): L1 sets its TPR to 30H for the step, and L2 must
+ *      read exactly L1's ID, version and TPR;
+ *    - with the bitmap's read bits set, each RDMSR exits (31) with ECX = the MSR.
+ *    L1 does not switch modes for this step: the only way back from x2APIC to xAPIC mode passes
+ *    through the globally disabled APIC (Vol. 3A 11.12.5), and Bochs (cpu/msr.cc relocate_apic,
+ *    2.7 to master) ignores every IA32_APIC_BASE write while the APIC is disabled, so L1 would lose
+ *    its LAPIC and its watchdog. The INFO line says which view was checked, with CPUID.1:ECX.
  * Not checked here (INFO): posted interrupts.
  * GOOD: all of the above. BAD: the first difference.
  * Negative control (inject=apic_virt): L1 leaves the TPR threshold at 0, so no exit 43 comes.
