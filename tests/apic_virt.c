@@ -330,8 +330,9 @@ static bool l1_x2apic_view(struct scenario *s, struct x2apic_view *view)
         l1_expect_fault(13, (uintptr_t)av_rdmsr_insn, (uintptr_t)av_rdmsr_resume);
         av_rdmsr(g_x2apic_msrs[i]);
         if (!l1_fault_taken(&seen)) {
-            scenario_info(s, "x2APIC MSRs passed through not checked: L1's own RDMSR 0x%x in xAPIC mode gave no #GP",
-                          g_x2apic_msrs[i]);
+            scenario_info(s, "x2APIC MSRs passed through not checked: L1's own RDMSR 0x%x in xAPIC mode gave no #GP "
+                             "(CPUID.1:ECX=0x%x, x2APIC %s)",
+                          g_x2apic_msrs[i], cpuid(1, 0).ecx, (cpuid(1, 0).ecx & CPUID1_ECX_X2APIC) ? "offered" : "not offered");
             return false;
         }
     }
