@@ -19,9 +19,22 @@
  *    VM entry through L2's IDT with IF=1 (SVI becomes 51H, RVI 50H); L2's EOI by WRMSR 80BH
  *    clears it and delivers 50H; the EOI of 50H, whose EOI-exit bitmap bit is set, gives exit 45
  *    with 50H in the qualification. Not offered: INFO with the MSR value.
- * Not checked here (INFO): posted interrupts, and x2APIC MSRs passed through with virtualize
- * x2APIC mode off (Xen 7b2b93d30c): LHV's L1 runs its local APIC in xAPIC mode, where those MSRs
- * are #GP for L1 too.
+ * 5. x2APIC MSRs that L1's MSR bitmap passes through with "virtualize x2APIC mode" off read L1's
+ *    own x2APIC state (30.5 applies only with that control set; 26.1.3 "Instructions that cause
+ *    VM exits conditionally"; Vol. 3A 11.12.1.2: in xAPIC mode RDMSR of them is #GP(0)). Xen
+ *    7b2b93d30c ("nvmx: always trap accesses to x2APIC MSRs", 2020) fixed merged bitmaps that
+ *    let L2 read the host's APIC instead. L2 reads MSRs 802H (ID), 803H (version), 808H (TPR):
+ *    - L1 in xAPIC mode (LHV's default): L1 first checks its own RDMSR of each gives #GP; L2's
+ *      passed-through RDMSR must give #GP(0) too (exit 0 through the exception bitmap), never a
+ *      value;
+ *    - L1 in x2APIC mode (firmware left it on): L1 sets its TPR to 30H for the step, and L2 must
+ *      read exactly L1's ID, version and TPR;
+ *    - with the bitmap's read bits set, each RDMSR exits (31) with ECX = the MSR.
+ *    L1 does not switch modes for this step: the only way back from x2APIC to xAPIC mode passes
+ *    through the globally disabled APIC (Vol. 3A 11.12.5), and Bochs (cpu/msr.cc relocate_apic,
+ *    2.7 to master) ignores every IA32_APIC_BASE write while the APIC is disabled, so L1 would lose
+ *    its LAPIC and its watchdog. The INFO line says which view was checked, with CPUID.1:ECX.
+ * Not checked here (INFO): posted interrupts.
  * GOOD: all of the above. BAD: the first difference.
  * Negative control (inject=apic_virt): L1 leaves the TPR threshold at 0, so no exit 43 comes.
  * Needs: VMX with "use TPR shadow" (SKIP with the MSR otherwise).
@@ -49,6 +62,7 @@ LHV_SCENARIO_FLAGS(apic_virt, 0, "vmx", 5000, SUBARCH_ALL,
 #define CALL_CR8_RAISED (GUEST_CALL_USER + 2)
 #define CALL_CR8_AFTER (GUEST_CALL_USER + 3)
 #define CALL_VIRQ (GUEST_CALL_USER + 0x10)
+#define CALL_X2APIC_READ (GUEST_CALL_USER + 0x20)
 #define VECTOR_HIGH 0x51
 #define VECTOR_LOW 0x50
 
@@ -110,6 +124,21 @@ static uintptr_t eoi_guest(uintptr_t arg)
     (void)arg;
     __asm__ volatile("wrmsr" ::"c"(0x80b), "a"(0), "d"(0));
     __asm__ volatile("wrmsr" ::"c"(0x80b), "a"(0), "d"(0));
+    return 0;
+}
+
+/* x2APIC MSRs L2 reads with virtualize x2APIC mode off: ID, version, TPR. */
+static const uint32_t g_x2apic_msrs[] = { 0x802, 0x803, 0x808 };
+
+/* Each read reported by VMCALL: EBX = EAX of RDMSR, ECX = the MSR. */
+static uintptr_t x2apic_read_guest(uintptr_t arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < ARRAY_SIZE(g_x2apic_msrs); i++) {
+        uint32_t low, high;
+        __asm__ volatile("rdmsr" : "=a"(low), "=d"(high) : "c"(g_x2apic_msrs[i]));
+        guest_vmcall(CALL_X2APIC_READ, low, g_x2apic_msrs[i]);
+    }
     return 0;
 }
 
@@ -255,6 +284,139 @@ static bool check_virtual_interrupts(struct scenario *s)
     return vcpu_expect_call(s, &v, GUEST_CALL_DONE);
 }
 
+/* ---- x2APIC MSRs passed through (step 5) ---- */
+
+#define MSR_APIC_BASE 0x1b
+#define APIC_BASE_EXTD (1u << 10)
+#define CPUID1_ECX_X2APIC (1u << 21)
+#define X2APIC_TPR 0x808
+#define L1_X2APIC_TPR 0x30
+#define RDMSR_LENGTH 2                 /* 0f 32 */
+#define GP_EXCEPTION_EXIT 0x80000b0du /* valid, hardware exception, error code valid, vector 13 */
+
+/* av_rdmsr(msr): EAX of L1's own RDMSR, or ~0 when the armed #GP came. */
+uint32_t av_rdmsr(uint32_t msr);
+extern const uint8_t av_rdmsr_insn[], av_rdmsr_resume[];
+#ifdef __x86_64__
+__asm__(".pushsection .text\n"
+        "av_rdmsr:\n mov %edi, %ecx\n"
+        "av_rdmsr_insn:\n rdmsr\n ret\n"
+        "av_rdmsr_resume:\n mov $0xffffffff, %eax\n ret\n"
+        ".popsection\n");
+#else
+__asm__(".pushsection .text\n"
+        "av_rdmsr:\n mov 4(%esp), %ecx\n"
+        "av_rdmsr_insn:\n rdmsr\n ret\n"
+        "av_rdmsr_resume:\n mov $0xffffffff, %eax\n ret\n"
+        ".popsection\n");
+#endif
+
+/* L1's own view of the MSRs: their values in x2APIC mode; in xAPIC mode each RDMSR must #GP
+ * (SDM Vol. 3A 11.12.1.2), which L1 checks on itself first. */
+struct x2apic_view {
+    bool x2apic;
+    uint32_t value[ARRAY_SIZE(g_x2apic_msrs)];
+};
+
+static bool l1_x2apic_view(struct scenario *s, struct x2apic_view *view)
+{
+    view->x2apic = (rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD) != 0;
+    for (size_t i = 0; i < ARRAY_SIZE(g_x2apic_msrs); i++) {
+        if (view->x2apic) {
+            view->value[i] = (uint32_t)rdmsr(g_x2apic_msrs[i]);
+            continue;
+        }
+        struct l1_fault seen;
+        l1_expect_fault(13, (uintptr_t)av_rdmsr_insn, (uintptr_t)av_rdmsr_resume);
+        av_rdmsr(g_x2apic_msrs[i]);
+        if (!l1_fault_taken(&seen)) {
+            scenario_info(s, "x2APIC MSRs passed through not checked: L1's own RDMSR 0x%x in xAPIC mode gave no #GP "
+                             "(CPUID.1:ECX=0x%x, x2APIC %s)",
+                          g_x2apic_msrs[i], cpuid(1, 0).ecx, (cpuid(1, 0).ecx & CPUID1_ECX_X2APIC) ? "offered" : "not offered");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* L2 read the MSR passed through: L1's value in x2APIC mode; in xAPIC mode the #GP L1 gets too
+ * (exit 0 through the exception bitmap), after which L1 steps over the RDMSR. */
+static bool expect_passed_through(struct scenario *s, struct vcpu *v, const struct x2apic_view *view, size_t i)
+{
+    char text[96];
+    if (!view->x2apic) {
+        if (!vcpu_run_expect(s, v, EXIT_EXCEPTION_NMI))
+            return false;
+        snprintf(text, sizeof(text), "L2's RDMSR 0x%x passed through in xAPIC mode: interruption info", g_x2apic_msrs[i]);
+        if (!expect_eq(s, text, GP_EXCEPTION_EXIT, v->exit.interruption_info) ||
+            !expect_eq(s, "its #GP error code", 0, v->exit.interruption_error))
+            return false;
+        vmcs_write(VMCS_GUEST_RIP, v->exit.guest_rip + RDMSR_LENGTH);
+        return vcpu_expect_call(s, v, CALL_X2APIC_READ);
+    }
+    snprintf(text, sizeof(text), "L2's RDMSR 0x%x passed through (L1's x2APIC value)", g_x2apic_msrs[i]);
+    return vcpu_expect_call(s, v, CALL_X2APIC_READ) && expect_eq(s, "MSR reported", g_x2apic_msrs[i], v->regs.rcx) &&
+           expect_eq(s, text, view->value[i], (uint32_t)v->regs.rbx);
+}
+
+/* Intercepted: each RDMSR exits 31 with ECX = the MSR; L1 emulates it with its own value. */
+static bool expect_intercepted(struct scenario *s, struct vcpu *v, size_t i)
+{
+    if (!vcpu_run_expect(s, v, EXIT_RDMSR) ||
+        !expect_eq(s, "ECX at the RDMSR exit of an intercepted x2APIC MSR", g_x2apic_msrs[i], (uint32_t)v->regs.rcx))
+        return false;
+    v->regs.rax = 0x5a5a0000u | g_x2apic_msrs[i];
+    v->regs.rdx = 0;
+    vcpu_skip_instruction(v);
+    return vcpu_expect_call(s, v, CALL_X2APIC_READ) &&
+           expect_eq(s, "L2's RDMSR of an intercepted x2APIC MSR (L1's emulation)", 0x5a5a0000u | g_x2apic_msrs[i],
+                     (uint32_t)v->regs.rbx);
+}
+
+static bool x2apic_reads(struct scenario *s, const struct x2apic_view *view, bool intercept)
+{
+    struct vcpu v;
+    struct guest_config cfg = { .mode = GUEST_MODE_NATIVE, .msr_bitmap = true };
+    vcpu_init_c_guest(&v, &cfg, x2apic_read_guest, 0);
+    for (size_t i = 0; intercept && i < ARRAY_SIZE(g_x2apic_msrs); i++)
+        v.msr_bitmap[g_x2apic_msrs[i] / 8] |= (uint8_t)(1u << (g_x2apic_msrs[i] % 8)); /* read bitmap, low MSRs */
+    for (size_t i = 0; i < ARRAY_SIZE(g_x2apic_msrs); i++)
+        if (!(intercept ? expect_intercepted(s, &v, i) : expect_passed_through(s, &v, view, i)))
+            return false;
+    return vcpu_expect_call(s, &v, GUEST_CALL_DONE);
+}
+
+static bool check_x2apic_passthrough(struct scenario *s)
+{
+    uint32_t cpuid1_ecx = cpuid(1, 0).ecx;
+    if (!ALLOWED1(g_vmx.proc, PROC_USE_MSR_BITMAPS)) {
+        scenario_info(s, "x2APIC MSRs passed through not checked: MSR bitmaps not allowed by IA32_VMX_PROCBASED_CTLS=0x%llx",
+                      (unsigned long long)g_vmx.proc);
+        return true;
+    }
+    struct x2apic_view view;
+    uint64_t saved_tpr = 0;
+    bool x2apic = (rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD) != 0;
+    if (x2apic) { /* a TPR of its own, so that L2 cannot read the right value by chance */
+        saved_tpr = rdmsr(X2APIC_TPR);
+        wrmsr(X2APIC_TPR, L1_X2APIC_TPR);
+    }
+    bool ok = l1_x2apic_view(s, &view) && x2apic_reads(s, &view, false) && x2apic_reads(s, &view, true);
+    if (x2apic)
+        wrmsr(X2APIC_TPR, saved_tpr);
+    if (!ok)
+        return s->verdict != VERDICT_BAD;
+    if (view.x2apic)
+        scenario_info(s, "x2APIC MSRs passed through, L1 in x2APIC mode: L2 read ID 0x%x, version 0x%x, TPR 0x%x "
+                         "(L1's); intercepted: exits 31",
+                      view.value[0], view.value[1], view.value[2]);
+    else
+        scenario_info(s, "x2APIC MSRs passed through, L1 in xAPIC mode: #GP(0) in L2 as in L1; intercepted: exits 31; "
+                         "values not compared (L1 stays in xAPIC mode; CPUID.1:ECX=0x%x, x2APIC %s)",
+                      cpuid1_ecx, (cpuid1_ecx & CPUID1_ECX_X2APIC) ? "offered" : "not offered");
+    return true;
+}
+
 static void apic_virt(struct scenario *s)
 {
     if (!ALLOWED1(g_vmx.proc, PROC_USE_TPR_SHADOW)) {
@@ -269,10 +431,9 @@ static void apic_virt(struct scenario *s)
 #else
     scenario_info(s, "MOV to/from CR8 not checked: CR8 exists only in 64-bit mode");
 #endif
-    if (!check_mmio_tpr(s) || !check_virtual_interrupts(s))
+    if (!check_mmio_tpr(s) || !check_virtual_interrupts(s) || !check_x2apic_passthrough(s))
         return;
-    scenario_info(s, "posted interrupts not checked (%s by IA32_VMX_PINBASED_CTLS=0x%llx); x2APIC MSRs passed through "
-                     "with virtualize x2APIC mode off not checked: L1's local APIC is in xAPIC mode",
+    scenario_info(s, "posted interrupts not checked (%s by IA32_VMX_PINBASED_CTLS=0x%llx)",
                   ALLOWED1(g_vmx.pin, PIN_POSTED_INTERRUPTS) ? "allowed" : "not allowed", (unsigned long long)g_vmx.pin);
     scenario_good(s);
 }
