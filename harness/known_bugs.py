@@ -149,7 +149,7 @@ KNOWN_BUGS = (
         scenario="cr_shadows",
         target="bochs",
         cpu_model=("*",),
-        version="2.7*",
+        version="[23].[078]",  # 2.7, 2.8, 3.0; not "3.0.devel" (master has the fix)
         verdict="BAD",
         reference="Bochs GitHub issue #614 (https://github.com/bochs-emu/Bochs/issues/614), "
                   "fixed by commits 35f2a518a and 01ee0d0c2 (September 2025), after 3.0 and in "
@@ -158,22 +158,7 @@ KNOWN_BUGS = (
                   "an L2 MOV to CR0 that clears PG when L1 does not own it succeeds instead of "
                   "#GP(0) (SDM 26.3 'MOV to CR0', 24.8). Seen on the i386 image only: in 64-bit "
                   "mode clearing PG is #GP anyway",
-        summary="Bochs 2.7: L2 may clear CR0.PG without unrestricted guest",
-    ),
-    KnownBug(
-        scenario="cr_shadows",
-        target="bochs",
-        cpu_model=("*",),
-        version="3.0",
-        verdict="BAD",
-        reference="Bochs GitHub issue #614 (https://github.com/bochs-emu/Bochs/issues/614), "
-                  "fixed by commits 35f2a518a and 01ee0d0c2 (September 2025), after 3.0 and in "
-                  "no release yet: BX_CPU_C::check_CR0 (cpu/crregs.cc) skips the CR0.PE/PG "
-                  "fixed-bit rule for every VMX guest instead of only with unrestricted guest, so "
-                  "an L2 MOV to CR0 that clears PG when L1 does not own it succeeds instead of "
-                  "#GP(0) (SDM 26.3 'MOV to CR0', 24.8). Seen on the i386 image only: in 64-bit "
-                  "mode clearing PG is #GP anyway",
-        summary="Bochs 3.0: L2 may clear CR0.PG without unrestricted guest",
+        summary="Bochs 2.7-3.0: L2 may clear CR0.PG without unrestricted guest",
     ),
     KnownBug(
         scenario="init_sipi",
