@@ -62,7 +62,12 @@ bool ioapic_route_isa_irq(uint8_t irq, uint8_t vector, uint32_t apic_id, struct 
     }
     r->mmio = (volatile uint32_t *)phys_ptr(mmio);
     r->pin = gsi - gsi_base;
-    uint32_t max_entry = (ioapic_read(r->mmio, REG_VERSION) >> 16) & 0xff;
+    uint32_t version = ioapic_read(r->mmio, REG_VERSION);
+    if (version == 0xffffffffu) { /* nothing decodes the address: reads float high */
+        snprintf(why, size, "no I/O APIC answers at 0x%x (version register reads 0xffffffff)", mmio);
+        return false;
+    }
+    uint32_t max_entry = (version >> 16) & 0xff;
     if (r->pin > max_entry) {
         snprintf(why, size, "the I/O APIC at 0x%x has entries 0-%u, ISA IRQ %u is GSI %u (pin %u)", mmio, max_entry,
                  irq, gsi, r->pin);
