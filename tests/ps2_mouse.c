@@ -170,7 +170,7 @@ static void counters_reset(void)
 }
 
 /* Step 1 and 2: the ports quiet, IRQs off in the controller, the mouse answering. */
-static bool controller_setup(struct scenario *s, uint8_t *config)
+static bool controller_setup(struct scenario *s, uint8_t *config, bool *have_config)
 {
     uint8_t answer = 0;
     if (!i8042_command(CMD_KEYBOARD_OFF) || !i8042_command(CMD_AUX_OFF))
@@ -178,6 +178,7 @@ static bool controller_setup(struct scenario *s, uint8_t *config)
     i8042_flush();
     if (!i8042_command(CMD_READ_CONFIG) || !i8042_read_polled(config))
         return scenario_skip(s, "no i8042: no answer to command 0x20 (status 0x%x)", inb(I8042_STATUS));
+    *have_config = true;
     if (!i8042_write_config((uint8_t)(*config & ~(CONFIG_IRQ1 | CONFIG_IRQ12))) || !i8042_command(CMD_AUX_ON))
         return scenario_skip(s, "no i8042: the input buffer never emptied (status 0x%x)", inb(I8042_STATUS));
     if (!mouse_command_polled(MOUSE_SET_DEFAULTS, &answer))
@@ -229,10 +230,12 @@ static void wait_for_packets(void)
 static void ps2_mouse(struct scenario *s)
 {
     uint8_t config = 0;
+    bool have_config = false; /* only a configuration byte read from the controller is written back */
     char why[120];
     struct ioapic_route route;
-    if (!controller_setup(s, &config)) {
-        (void)i8042_write_config(config);
+    if (!controller_setup(s, &config, &have_config)) {
+        if (have_config)
+            (void)i8042_write_config(config);
         return;
     }
     if (lapic_id() > 0xff || !ioapic_route_isa_irq(ISA_IRQ_MOUSE, VECTOR_PS2_MOUSE, lapic_id(), &route, why,
