@@ -18,8 +18,8 @@
  * through the 8259s (vector 0x2c); LHV keeps the 8259s masked and uses the I/O APIC
  * (lhv/arch/ioapic.c: GSI and polarity/trigger from the MADT), with the same vector.
  * Steps:
- *   1. keyboard and aux ports off, output buffer flushed, configuration byte read, written back
- *      with both IRQ bits off, aux port on;
+ *   1. output buffer flushed, configuration byte read (to restore it), keyboard and aux ports
+ *      off, written back with both IRQ bits off, aux port on;
  *   2. 0xD4 0xF6 (set defaults), answer polled: no 0xFA within 100 ms means no controller or
  *      no mouse: SKIP;
  *   3. IRQ 12 routed to this CPU at vector 0x2c, configuration bit 1 set;
@@ -51,6 +51,7 @@ LHV_SCENARIO(ps2_mouse, LHV_OPT_USE_PS2_MOUSE, "", 8000, SUBARCH_ALL, ps2_mouse)
 #define STATUS_AUX 0x20
 #define CONFIG_IRQ1 0x01
 #define CONFIG_IRQ12 0x02
+#define CONFIG_KEYBOARD_CLOCK_OFF 0x10
 #define CONFIG_AUX_CLOCK_OFF 0x20
 #define CMD_READ_CONFIG 0x20
 #define CMD_WRITE_CONFIG 0x60
@@ -173,12 +174,14 @@ static void counters_reset(void)
 static bool controller_setup(struct scenario *s, uint8_t *config, bool *have_config)
 {
     uint8_t answer = 0;
-    if (!i8042_command(CMD_KEYBOARD_OFF) || !i8042_command(CMD_AUX_OFF))
-        return scenario_skip(s, "no i8042: the input buffer never emptied (status 0x%x)", inb(I8042_STATUS));
     i8042_flush();
+    /* Read before the ports go off: 0xAD/0xA7 set bits 4/5, and the firmware's are restored. */
     if (!i8042_command(CMD_READ_CONFIG) || !i8042_read_polled(config))
         return scenario_skip(s, "no i8042: no answer to command 0x20 (status 0x%x)", inb(I8042_STATUS));
     *have_config = true;
+    if (!i8042_command(CMD_KEYBOARD_OFF) || !i8042_command(CMD_AUX_OFF))
+        return scenario_skip(s, "no i8042: the input buffer never emptied (status 0x%x)", inb(I8042_STATUS));
+    i8042_flush();
     if (!i8042_write_config((uint8_t)(*config & ~(CONFIG_IRQ1 | CONFIG_IRQ12))) || !i8042_command(CMD_AUX_ON))
         return scenario_skip(s, "no i8042: the input buffer never emptied (status 0x%x)", inb(I8042_STATUS));
     if (!mouse_command_polled(MOUSE_SET_DEFAULTS, &answer))
@@ -191,7 +194,8 @@ static bool controller_setup(struct scenario *s, uint8_t *config, bool *have_con
 static bool interrupts_on(struct scenario *s, uint8_t config)
 {
     uint8_t irq_bits = s->inject ? 0 : CONFIG_IRQ12; /* negative control: IRQ 12 forgotten */
-    uint8_t running = (uint8_t)((config & ~(CONFIG_IRQ1 | CONFIG_AUX_CLOCK_OFF)) | irq_bits);
+    /* The keyboard stays off: a key's byte in the output buffer would hold up the mouse's. */
+    uint8_t running = (uint8_t)((config & ~(CONFIG_IRQ1 | CONFIG_AUX_CLOCK_OFF)) | CONFIG_KEYBOARD_CLOCK_OFF | irq_bits);
     counters_reset();
     if (!i8042_write_config(running) || !mouse_send(MOUSE_ENABLE_REPORTING))
         return scenario_skip(s, "no i8042: the input buffer never emptied (status 0x%x)", inb(I8042_STATUS));
@@ -211,13 +215,16 @@ static bool interrupts_on(struct scenario *s, uint8_t config)
                         ANSWER_MS, running, (running & CONFIG_IRQ12) ? "on" : "off");
 }
 
-/* Step 6: reporting off and the controller as the firmware left it. */
-static void controller_restore(uint8_t config)
+/* Step 6: reporting off and the controller as the firmware left it (read back: ERROR if not). */
+static void controller_restore(struct scenario *s, uint8_t config)
 {
-    uint8_t answer;
+    uint8_t answer, now = 0;
     (void)mouse_command_polled(MOUSE_DISABLE_REPORTING, &answer);
     (void)i8042_write_config(config);
     i8042_flush();
+    if (!i8042_command(CMD_READ_CONFIG) || !i8042_read_polled(&now) || now != config)
+        scenario_error(s, "the i8042 configuration byte is 0x%x after the scenario, the firmware left 0x%x", now,
+                       config);
 }
 
 static void wait_for_packets(void)
@@ -240,7 +247,7 @@ static void ps2_mouse(struct scenario *s)
     }
     if (lapic_id() > 0xff || !ioapic_route_isa_irq(ISA_IRQ_MOUSE, VECTOR_PS2_MOUSE, lapic_id(), &route, why,
                                                    sizeof(why))) {
-        controller_restore(config);
+        controller_restore(s, config);
         scenario_skip(s, "%s", lapic_id() > 0xff ? "the BSP's APIC ID is above 255 (I/O APIC physical mode)" : why);
         return;
     }
@@ -253,7 +260,7 @@ static void ps2_mouse(struct scenario *s)
     }
     ioapic_restore(&route);
     irq_set_hook(NULL);
-    controller_restore(config);
+    controller_restore(s, config);
     if (!routed)
         return;
     scenario_info(s, "packets=%u bytes=%u interrupts=%u out_of_sync=%u first packet %02x %02x %02x", g_packets,
