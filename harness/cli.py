@@ -143,7 +143,7 @@ def cmd_run(args):
             specs.append(RunSpec(target=t, program=prog, arch=a, cpu_model=m, cpus=args.cpus,
                                  firmware=fw, boot=args.boot, opt=args.opt, tests=args.tests,
                                  inject=args.inject, extra=extra, timeout=args.timeout,
-                                 iso=args.iso, elf=args.elf, font=args.font))
+                                 iso=args.iso, elf=args.elf, font=args.font, mouse_on=args.mouse_on))
     if args.iso and any(s.cmdline for s in specs) and \
             any(s.target != "qemu-tcg" and s.target != "qemu-kvm" or s.firmware == "uefi"
                 or s.boot in ("cdrom", "disk") for s in specs):
@@ -281,6 +281,8 @@ def build_parser():
                    help="repeat_until=fail: stop after the first round with a BAD/ERROR/TIMEOUT")
     r.add_argument("--noise", help="noise=nmi,ipi: an AP fires NMIs and/or IPIs at the BSP meanwhile")
     r.add_argument("--seed", help="seed=: the noise schedule's seed (printed as LHV SEED)")
+    r.add_argument("--mouse-on", help="qemu: once the serial log shows this text, move the mouse through "
+                   "the QMP monitor every 50 ms until RESULT (e.g. 'waiting for mouse packets')")
     r.add_argument("--timeout", type=float, help="wall-clock limit per run in seconds")
     r.add_argument("--out", help="run directory (kept logs); default images/runs/<stamp>-<label>")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel")

@@ -37,6 +37,7 @@ class RunSpec:
     iso: str = None               # override image paths
     elf: str = None
     font: str = None
+    mouse_on: str = None          # qemu: once serial.log shows this text, move the mouse by QMP until RESULT
 
     @property
     def cmdline(self):

@@ -21,7 +21,7 @@ OPTION(USE_LARGE_PAGE, 1, 0, "2 MiB EPT pages everywhere (needs 0x4 and 2 MiB EP
 OPTION(NO_INTERRUPT, 1, 0, "no periodic timer; the watchdog uses one LAPIC one-shot per scenario");
 OPTION(USE_MSRBITMAP, 1, 1, "MSR bitmap: exits exactly as the bitmap says (selects msr_bitmap)");
 OPTION(NESTED_USER_MODE, 1, 0, "L2 enters CPL 3; exits from there (selects nested_user_mode; not with 0x2)");
-OPTION(USE_PS2_MOUSE, 0, 0, "PS/2 mouse interrupts (not implemented)");
+OPTION(USE_PS2_MOUSE, 1, 0, "PS/2 mouse interrupts through the I/O APIC (selects ps2_mouse)");
 OPTION(NO_VGA_ART, 1, 0, "do not draw on the screen (serial only)");
 
 /* Bounds of .lhv_options, from the linker script. */

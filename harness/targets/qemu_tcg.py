@@ -78,6 +78,46 @@ class Monitor:
         self.sock.close()
 
 
+class MouseMover:
+    """Scripted PS/2 mouse input (RunSpec.mouse_on): once the serial log shows the trigger text,
+    a relative move of (+4, +4) through QMP input-send-event every MOVE_EVERY_S (QEMU turns each
+    into a 3-byte PS/2 packet while the guest has data reporting on)."""
+
+    MOVE_EVERY_S = 0.05
+
+    def __init__(self, trigger, serial_path):
+        self.trigger = trigger.encode() if trigger else None
+        self.serial_path = serial_path
+        self.triggered = False
+        self.moves = 0
+        self.error = ""
+        self._last = 0.0
+
+    def _seen(self):
+        try:
+            return self.trigger in self.serial_path.read_bytes()
+        except FileNotFoundError:
+            return False
+
+    def poll(self, mon):
+        if self.trigger is None or mon is None or self.error:
+            return
+        if not self.triggered:
+            self.triggered = self._seen()
+            if not self.triggered:
+                return
+        now = time.monotonic()
+        if now - self._last < self.MOVE_EVERY_S:
+            return
+        self._last = now
+        try:
+            mon.cmd("input-send-event", events=[{"type": "rel", "data": {"axis": "x", "value": 4}},
+                                                {"type": "rel", "data": {"axis": "y", "value": 4}}])
+            self.moves += 1
+        except (OSError, RuntimeError, ConnectionError) as e:
+            self.error = "mouse input through QMP failed: %s" % e
+
+
 def qemu_version():
     try:
         out = subprocess.run([QEMU, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -148,7 +188,7 @@ def run_qemu(spec, rundir, accel="tcg"):
     if spec.firmware == "uefi":
         font = scr.load_font(spec.font or images.require(images.font_path()))
     o = Outcome(version=qemu_version())
-    remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log")
+    remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log", "mouse.txt")
     mondir = tempfile.mkdtemp(prefix="lhvmon")      # unix socket paths must be short
     monpath = os.path.join(mondir, "m")
     o.command = qemu_command(spec, rundir, monpath, accel)
@@ -165,7 +205,9 @@ def run_qemu(spec, rundir, accel="tcg"):
                     mon = Monitor(monpath)
                 except OSError as e:
                     o.problems.append("cannot reach the QEMU monitor: %s" % e)
+                mouse = MouseMover(spec.mouse_on, rundir / "serial.log")
                 while proc.poll() is None:
+                    mouse.poll(mon)
                     now = time.monotonic()
                     if serial_has_result(rundir / "serial.log"):
                         o.ended = "result"
@@ -174,6 +216,11 @@ def run_qemu(spec, rundir, accel="tcg"):
                         o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
                         break
                     time.sleep(0.05)
+                if mouse.error:
+                    o.problems.append(mouse.error)
+                elif spec.mouse_on:
+                    (rundir / "mouse.txt").write_text("%d moves after %r\n" % (mouse.moves, spec.mouse_on))
+                    o.logs["mouse"] = str(rundir / "mouse.txt")
                 if proc.poll() is None and mon is not None:
                     tries = QEMU_SCREEN_TRIES if o.ended == "result" else 1
                     for i in range(tries):

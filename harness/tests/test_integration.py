@@ -380,3 +380,31 @@ def test_l1_damage_is_restored_and_blamed(target, arch):
     assert "LHV NOTE: 1 NMI that no scenario expected reached L1 during selftest_nmi" in serial, show(rec)
     assert by[AFTER_DAMAGE]["verdict"] == (V.GOOD if target == "bochs" else V.SKIP), show(rec)
     assert_clean(rec)
+
+
+PS2_WAITING = "INFO ps2_mouse: waiting for mouse packets"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("mouse,inject,verdict,reason", [
+    pytest.param(True, None, V.GOOD, None, id="moved-GOOD"),
+    pytest.param(False, None, V.SKIP, "no mouse movement within 3000 ms", id="still-SKIP"),
+    pytest.param(True, "ps2_mouse", V.BAD, "but no interrupt came at vector 0x2c", id="inject-BAD"),
+])
+def test_qemu_ps2_mouse(arch, mouse, inject, verdict, reason):
+    """LHV_OPT 0x1000: under QEMU TCG the PS/2 mouse's packets arrive by IRQ 12 through the I/O
+    APIC once the harness moves the mouse (QMP input-send-event after the waiting line); without
+    movement the scenario cannot be GOOD (SKIP); with its negative control (IRQ 12 left off in
+    the i8042's configuration byte) it is BAD even while the mouse moves."""
+    need_images(iso=False)
+    rec = run(RunSpec(target="qemu-tcg", arch=arch, opt="0x1000", tests="ps2_mouse", inject=inject,
+                      mouse_on=PS2_WAITING if mouse else None))
+    assert not rec["problems"], show(rec)
+    assert [(s["id"], s["verdict"]) for s in rec["scenarios"]] == [("ps2_mouse", verdict)], show(rec)
+    serial = Path(rec["logs"]["serial"]).read_text(errors="replace")
+    if verdict == V.GOOD:
+        assert re.search(r"INFO ps2_mouse: packets=[1-9]\d* ", serial), serial
+        assert re.search(r"^\d+ moves", Path(rec["logs"]["mouse"]).read_text()), show(rec)
+    else:
+        assert reason in rec["scenarios"][0]["reason"], show(rec)
+    assert (PS2_WAITING in serial) == (verdict != V.BAD), serial

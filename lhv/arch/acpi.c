@@ -116,3 +116,51 @@ int acpi_collect_apic_ids(uint32_t *ids, int max)
         arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
     return n;
 }
+
+/* The first MADT entry of that type (and at least that length) that match() accepts for key. */
+static const uint8_t *madt_find_entry(uint8_t type, uint8_t min_len, bool (*match)(const uint8_t *e, uint32_t key),
+                                      uint32_t key)
+{
+    const struct sdt_header *madt = acpi_find("APIC");
+    if (!madt)
+        return NULL;
+    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8;
+    const uint8_t *end = (const uint8_t *)madt + madt->length;
+    for (; p + 2 <= end && p[1] >= 2 && p + p[1] <= end; p += p[1])
+        if (p[0] == type && p[1] >= min_len && match(p, key))
+            return p;
+    return NULL;
+}
+
+static bool override_matches(const uint8_t *e, uint32_t irq) { return e[2] == 0 && e[3] == irq; }
+
+static bool ioapic_covers(const uint8_t *e, uint32_t gsi)
+{
+    uint32_t base;
+    memcpy(&base, e + 8, 4);
+    return gsi >= base && gsi < base + 24; /* checked against the IOAPIC's own count by the caller */
+}
+
+/* MADT type 2 (interrupt source override, ACPI 5.2.12.5): an ISA IRQ that is not identity
+ * mapped to a GSI, or has another polarity/trigger; flags 0 = ISA default (edge, active high). */
+void acpi_isa_irq_route(uint8_t irq, uint32_t *gsi, uint16_t *flags)
+{
+    const uint8_t *e = madt_find_entry(2, 10, override_matches, irq);
+    *gsi = irq;
+    *flags = 0;
+    if (e) {
+        memcpy(gsi, e + 4, 4);
+        memcpy(flags, e + 8, 2);
+    }
+}
+
+/* MADT type 1 (I/O APIC, ACPI 5.2.12.3): the one whose GSI range may hold gsi. */
+bool acpi_ioapic_for_gsi(uint32_t gsi, uint32_t *mmio, uint32_t *gsi_base)
+{
+    const uint8_t *e = madt_find_entry(1, 12, ioapic_covers, gsi);
+    if (!e)
+        return false;
+    memcpy(mmio, e + 4, 4);
+    memcpy(gsi_base, e + 8, 4);
+    return true;
+}

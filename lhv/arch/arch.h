@@ -174,6 +174,22 @@ typedef void (*irq_hook_fn)(struct trap_frame *f);
 void irq_set_hook(irq_hook_fn hook); /* NULL: no hook */
 void irq_other(struct trap_frame *f);
 
+/* MADT look-ups for the I/O APIC (arch/acpi.c): an ISA IRQ's GSI and MADT polarity/trigger flags
+ * (the IRQ itself and 0 without an override), and the I/O APIC serving a GSI. */
+void acpi_isa_irq_route(uint8_t irq, uint32_t *gsi, uint16_t *flags);
+bool acpi_ioapic_for_gsi(uint32_t gsi, uint32_t *mmio, uint32_t *gsi_base);
+/* One ISA IRQ routed through the I/O APIC (arch/ioapic.c): fixed delivery of vector to apic_id
+ * (physical), the polarity and trigger the MADT gives; false with the reason when no I/O APIC
+ * serves it. ioapic_restore() writes back the entry found there (the firmware leaves it masked). */
+struct ioapic_route {
+    volatile uint32_t *mmio;
+    uint32_t gsi, pin;
+    uint64_t saved;
+};
+bool ioapic_route_isa_irq(uint8_t irq, uint8_t vector, uint32_t apic_id, struct ioapic_route *r, char *why,
+                          size_t size);
+void ioapic_restore(const struct ioapic_route *r);
+
 /* Every vector enters trap_dispatch (arch/trap.c): NMIs go to nmi_handle, the timer and the
  * exceptions to the handlers the floor above registers (main.c), the rest get their EOI. */
 typedef void (*trap_handler_fn)(struct trap_frame *f);
