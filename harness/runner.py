@@ -37,6 +37,11 @@ class RunSpec:
     iso: str = None               # override image paths
     elf: str = None
     font: str = None
+    # QEMU only, for the firmware matrix (harness/tests/test_firmware_matrix.py):
+    memory: str = None            # -m (default 256 MiB), e.g. "6G"
+    smp: str = None               # -smp topology instead of the CPU count, e.g. "32,sockets=2,cores=16"
+    serial: bool = True           # False: no serial port at all (-serial none); judged from the screen
+    qemu_args: tuple = ()         # more QEMU arguments, verbatim (-machine pit=off, -device ...)
 
     @property
     def cmdline(self):

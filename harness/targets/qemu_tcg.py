@@ -91,11 +91,13 @@ def qemu_version():
 def qemu_command(spec, rundir, monitor_path, accel):
     cmd = [QEMU, "-name", "lhv", "-accel", accel,
            "-cpu", spec.cpu_model or ("max" if accel == "tcg" else "host"),
-           "-smp", str(spec.cpus), "-m", "256", "-display", "none", "-no-reboot",
-           "-serial", "file:" + str(rundir / "serial.log"),
+           "-smp", spec.smp or str(spec.cpus), "-m", spec.memory or "256", "-display", "none",
+           "-no-reboot",
+           "-serial", ("file:" + str(rundir / "serial.log")) if spec.serial else "none",
            "-qmp", "unix:%s,server=on,wait=off" % monitor_path,
            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
            "-d", "cpu_reset", "-D", str(rundir / "qemu.log")]
+    cmd += list(spec.qemu_args)
     if spec.firmware == "uefi":
         cmd += ["-bios", OVMF]
     if spec.boot == "disk":
