@@ -173,7 +173,7 @@ def run(spec):
     ctx = Context(target=spec.target, arch=spec.arch, cpu_model=model, cpus=spec.cpus,
                   firmware=spec.firmware, target_version=o.version, tests=cmdline_value(spec.cmdline, "tests"),
                   opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
-                  end_detail=o.end_detail, registry=reg)
+                  end_detail=o.end_detail, registry=reg, qr_cut=o.qr_cut)
     serial_path = Path(o.logs["serial"])
     text = serial_path.read_bytes() if serial_path.exists() else b""
     rec = record(spec, ctx, judge(parse_log(text), ctx), o, wall, rundir)

@@ -150,7 +150,8 @@ static void print_banner(uint64_t opt)
     vmx_format_caps(caps, sizeof(caps));
     lhv_printf("%s\n", caps);
     lhv_printf("LHV SMP cpus=%d vmxon=%d\n", g_cpu_count, count_vmx_on());
-    lhv_printf("LHV TSC start=%llu hz=%llu\n", (unsigned long long)g_tsc_start, (unsigned long long)g_tsc_hz);
+    lhv_printf("LHV TSC start=%llu hz=%llu clock=%s\n", (unsigned long long)g_tsc_start, (unsigned long long)g_tsc_hz,
+               g_clock_source);
 }
 
 static void emulator_exit(enum verdict result)

@@ -116,3 +116,26 @@ int acpi_collect_apic_ids(uint32_t *ids, int max)
         arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
     return n;
 }
+
+/* The ACPI power-management timer (FADT PM_TMR_BLK, ACPI 6.5 sections 4.8.3.3 and 5.2.9): an
+ * I/O port counting at 3.579545 MHz, 24 bits wide unless FADT flag TMR_VAL_EXT (bit 8) says 32.
+ * It is there when the PIT is not (laptops, QEMU -machine pit=off). Returns 0 when absent. */
+uint16_t acpi_pm_timer_port(bool *bits32)
+{
+    const uint8_t *fadt = (const uint8_t *)acpi_find("FACP");
+    if (!fadt)
+        return 0;
+    uint32_t length, port = 0, flags = 0;
+    memcpy(&length, fadt + 4, 4);
+    if (length >= 116)
+        memcpy(&flags, fadt + 112, 4);
+    if (length >= 80)
+        memcpy(&port, fadt + 76, 4);
+    if (!port && length >= 220 && fadt[208] == 1) { /* X_PM_TMR_BLK in system I/O space */
+        uint64_t xport;
+        memcpy(&xport, fadt + 212, 8);
+        port = xport <= 0xffff ? (uint32_t)xport : 0;
+    }
+    *bits32 = (flags >> 8) & 1;
+    return port <= 0xffff ? (uint16_t)port : 0;
+}
