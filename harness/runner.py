@@ -238,9 +238,10 @@ def screen_off_reason(j, reg):
     return "NO_VGA_ART (0x%x) set: the image draws nothing" % bit if opt & bit else ""
 
 
-def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True):
+def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True, qr_cut=False):
     """Check the decoded screen against the judged serial log; may turn the
-    run into a harness ERROR (the screen must say what serial says)."""
+    run into a harness ERROR (the screen must say what serial says).  qr_cut: the
+    log is a cut QR code's text (no serial port), whose reasons are left out."""
     scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
     off = screen_off_reason(j, reg)
     if not has_screen:
@@ -253,7 +254,7 @@ def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True):
         else:
             ok, why, facts = scr.check(rows, j.image_result,
                                        {s.id: s.verdict for s in j.scenarios},
-                                       {s.id: s.reason for s in j.scenarios})
+                                       None if qr_cut else {s.id: s.reason for s in j.scenarios})
             scrn.update(checked=True, ok=ok, reason=why, **facts)
     if rows is not None:
         scrn["text"] = rows
@@ -283,7 +284,7 @@ def record(spec, ctx, j, o, wall, rundir):
             rec["reason"] = "; ".join(o.problems)
     t = spec.target_obj()
     apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error, ctx.registry,
-                 has_screen=t.has_screen if t else True)
+                 has_screen=t.has_screen if t else True, qr_cut=ctx.qr_cut)
     return rec
 
 

@@ -1,5 +1,6 @@
 /* Just enough ACPI to find the CPUs (MADT) and to tell whether we run on a Bochs/QEMU machine. */
 #include "arch/arch.h"
+#include "arch/madt.h"
 
 struct rsdp {
     char signature[8];
@@ -90,28 +91,15 @@ static const struct sdt_header *acpi_find(const char *sig)
     return NULL;
 }
 
-/* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first). */
+/* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first);
+ * x2APIC entries included (arch/madt.c). */
 int acpi_collect_apic_ids(uint32_t *ids, int max)
 {
     const struct sdt_header *madt = acpi_find("APIC");
     if (!madt)
         return 0;
-    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8;
-    const uint8_t *end = (const uint8_t *)madt + madt->length;
-    int n = 0, listed = 0;
-    while (p + 2 <= end && p[1] >= 2) {
-        uint32_t flags;
-        if (p[0] == 0 && p[1] >= 8) {
-            memcpy(&flags, p + 4, 4);
-            if ((flags & 3) && listed++ < max)
-                ids[n++] = p[3];
-        } else if (p[0] == 9 && p[1] >= 16) {
-            memcpy(&flags, p + 8, 4);
-            if ((flags & 3) && listed++ < max)
-                memcpy(&ids[n++], p + 4, 4);
-        }
-        p += p[1];
-    }
+    int listed;
+    int n = madt_apic_ids((const uint8_t *)madt, madt->length, ids, max, &listed);
     if (listed > max)
         arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
     return n;
