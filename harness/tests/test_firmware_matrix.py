@@ -15,10 +15,13 @@ one the QR code, says what serial says:
 - 32 CPUs, and 64 CPUs with sparse APIC IDs (4 sockets of 20 cores: IDs 0-19, 32-51, 64-83,
   96-99, and 16 possible CPUs that are not present, listed disabled in the MADT).
 
-Not here: x2APIC at hand-off and MADT x2APIC (type 9) entries from a real firmware need an
-x2APIC under TCG, which QEMU 7.2 does not have ("TCG doesn't support requested feature:
-CPUID.01H:ECX.x2apic"); the MADT walk's type 9 handling is tested on the host instead
-(lhv/arch/madt.c through harness/tests/host/madt_host.c).
+x2APIC needs a CPU with one, which QEMU 7.2's TCG is not ("TCG doesn't support requested
+feature: CPUID.01H:ECX.x2apic"): under TCG, apic=x2apic only says so (a NOTE, xAPIC used);
+x2APIC mode at hand-off (apic=x2apic: every CPU in x2APIC mode before LHV's own start-up
+touches the APIC) runs on Bochs (tigerlake has x2APIC), with VMX and the APs started through
+the x2APIC ICR. MADT x2APIC (type 9) entries come from a firmware only for APIC IDs of 255
+and more, which QEMU refuses under TCG; the MADT walk (lhv/arch/madt.c) is tested on the host
+with such tables (harness/tests/host/madt_host.c).
 
 A small tests= selection keeps each boot short: the firmware, not the scenarios, is tested.
 """
@@ -61,6 +64,7 @@ CASES = {
     "nopit-i386": ("i386", dict(qemu_args=NO_PIT)),
     "nopit-uefi-amd64": ("amd64", dict(firmware="uefi", qemu_args=NO_PIT)),
     "cpus32-i386": ("i386", dict(cpus=32, memory="512")),
+    "x2apic-requested-tcg-amd64": ("amd64", dict(extra="apic=x2apic")),
     "cpus64-sparse-amd64": ("amd64", dict(cpus=64, smp="64,sockets=4,cores=20,maxcpus=80", memory="512")),
 }
 
@@ -99,6 +103,23 @@ def test_firmware_variant_boots_and_reports(case):
         assert "LHV SMP cpus=%d " % fields["cpus"] in serial
     clock = "acpi_pm" if fields.get("qemu_args") == NO_PIT else "pit"
     assert " clock=%s" % clock in serial, serial
+    assert " apic=xapic" in serial, serial
+    if fields.get("extra") == "apic=x2apic":
+        assert "LHV NOTE: apic=x2apic: this CPU has no x2APIC" in serial, serial
+
+
+@pytest.mark.parametrize("arch", images.ARCHES)
+def test_x2apic_at_hand_off_on_bochs(arch):
+    """Every CPU's local APIC in x2APIC mode from the start: the timer, EOIs and the INIT/SIPI
+    that start the APs all go through the MSRs, and VMX scenarios run as with xAPIC."""
+    need_images(iso=False)
+    rec = run(RunSpec(target="bochs", arch=arch, cpu_model="tigerlake", cpus=2,
+                      tests="vmx_lifecycle,preempt_timer", extra="apic=x2apic"))
+    if rec["verdict"] == V.UNAVAILABLE:
+        pytest.skip(rec["reason"])
+    assert rec["verdict"] == V.GOOD and not rec["problems"], show(rec)
+    serial = _serial_text(rec)
+    assert "LHV SMP cpus=2 vmxon=2 apic=x2apic" in serial, serial
 
 
 # ---- The MADT walk (lhv/arch/madt.c) on the host: x2APIC entries, flags, the 64-CPU cap ----

@@ -85,6 +85,8 @@ struct percpu *this_cpu(void);
 int this_cpu_index(void);
 
 void lapic_init_cpu(bool bsp);
+bool lapic_request_x2apic(void); /* apic=x2apic; false when the CPU has no x2APIC */
+bool lapic_is_x2apic(void);
 uint32_t lapic_id(void);
 void lapic_eoi(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);

@@ -23,6 +23,7 @@
 static volatile uint32_t *g_lapic_mmio;
 static bool g_x2apic;
 static bool g_one_shot_only; /* LHV_OPT 0x200: no periodic timer on any CPU */
+static bool g_want_x2apic; /* apic=x2apic: each CPU switches to x2APIC mode in lapic_init_cpu */
 static uint32_t g_lapic_ticks_per_10ms;
 uint64_t g_tsc_hz;
 
@@ -90,15 +91,29 @@ static void legacy_pic_disable(void)
     }
 }
 
-/* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat. */
+/* apic=x2apic: imitate a firmware that hands over in x2APIC mode (every CPU in it, as the SDM
+ * requires of all of them, Vol. 3A 11.12.5), where the CPU has one (CPUID.1:ECX[21]). */
+bool lapic_request_x2apic(void)
+{
+    g_want_x2apic = (cpuid(1, 0).ecx >> 21) & 1;
+    return g_want_x2apic;
+}
+
+bool lapic_is_x2apic(void) { return g_x2apic; }
+
+/* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat.
+ * Whichever mode the firmware left the APIC in is used: xAPIC through its MMIO page, x2APIC
+ * (IA32_APIC_BASE bit 10) through MSRs 0x800-0x8ff throughout. */
 void lapic_init_cpu(bool bsp)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
-    g_x2apic = (base & APIC_BASE_X2APIC) != 0;
     if (bsp)
         legacy_pic_disable();
     if (!(base & APIC_BASE_ENABLE))
-        wrmsr(MSR_APIC_BASE, base | APIC_BASE_ENABLE);
+        wrmsr(MSR_APIC_BASE, base |= APIC_BASE_ENABLE);
+    if (g_want_x2apic && !(base & APIC_BASE_X2APIC)) /* xAPIC to x2APIC: EN stays set, EXTD set */
+        wrmsr(MSR_APIC_BASE, base |= APIC_BASE_X2APIC);
+    g_x2apic = (base & APIC_BASE_X2APIC) != 0;
     g_lapic_mmio = (volatile uint32_t *)(uintptr_t)(base & 0xfffff000u);
     lapic_write(LAPIC_SVR, 0x100 | VECTOR_SPURIOUS);
     if (!bsp && !g_one_shot_only)
