@@ -32,8 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import images
+from harness import images, qrphoto
 from harness import verdicts as V
+from harness.logparse import parse_log
 from harness.runner import RunSpec, run
 
 from .conftest import need_images, show
@@ -91,6 +92,14 @@ def test_firmware_variant_boots_and_reports(case):
         if "qemu_args" in fields and "bochs-display" in fields["qemu_args"][-1]:
             want = tuple(int(v.split("=")[1]) for v in fields["qemu_args"][-1].split(",")[1:])
             assert struct.unpack(">II", picture.read_bytes()[16:24]) == want
+        if fields.get("serial", True):
+            # The QR code on the picture says what serial says.
+            missing = qrphoto.missing_tools()
+            assert not missing, "QR tools missing: %s (tools/setup.sh installs them)" % missing
+            qr = parse_log(qrphoto.decode(picture))
+            assert qr.result == rec["image_result"], show(rec)
+            assert [(t.id, t.verdict) for t in qr.tests] == \
+                [(s["id"], s["verdict"]) for s in rec["scenarios"]], show(rec)
     if not fields.get("serial", True):
         # Judged from the QR code: the log judged is what the screen's QR code holds.
         assert rec["logs"]["serial"].endswith("screen-qr.txt") and "LHV RESULT: SKIP" in serial, show(rec)

@@ -262,15 +262,38 @@ static const char *cpuid_frequencies(void)
 
 const char *g_clock_source = "pit";
 
+/* Three 10 ms measurements, the median one kept: one measurement disturbed by the host (an
+ * emulator's thread descheduled, its TSC corrected) must not set every later deadline. */
+typedef bool (*clock_wait_10ms)(uint64_t *tsc_delta, uint32_t *lapic_delta);
+static bool measure_median(clock_wait_10ms wait, uint64_t *tsc_delta, uint32_t *lapic_delta)
+{
+    uint64_t tsc[3];
+    uint32_t lapic[3];
+    for (int i = 0; i < 3; i++)
+        if (!wait(&tsc[i], &lapic[i]) || !tsc[i] || !lapic[i])
+            return false;
+    int mid = 0;
+    for (int i = 0; i < 3; i++) {
+        int below = 0, above = 0;
+        for (int j = 0; j < 3; j++)
+            below += j != i && tsc[j] <= tsc[i], above += j != i && tsc[j] >= tsc[i];
+        if (below >= 1 && above >= 1)
+            mid = i;
+    }
+    *tsc_delta = tsc[mid];
+    *lapic_delta = lapic[mid];
+    return true;
+}
+
 /* The clock that measured the TSC and the LAPIC timer, in the order of trust: the PIT, the
  * ACPI PM timer, what CPUID says. The source is printed on the LHV TSC line (clock=). */
 void timers_calibrate(void)
 {
     uint64_t tsc_delta;
     uint32_t lapic_delta;
-    if (pit_wait_10ms(&tsc_delta, &lapic_delta) && tsc_delta && lapic_delta)
+    if (measure_median(pit_wait_10ms, &tsc_delta, &lapic_delta))
         g_clock_source = "pit";
-    else if (pm_timer_wait_10ms(&tsc_delta, &lapic_delta) && tsc_delta && lapic_delta)
+    else if (measure_median(pm_timer_wait_10ms, &tsc_delta, &lapic_delta))
         g_clock_source = "acpi_pm";
     else {
         g_clock_source = cpuid_frequencies();
