@@ -284,7 +284,14 @@ class QemuTcg(Target):
             spec.boot = "cdrom"               # UEFI has no -kernel path: GRUB from the ISO
 
     def describe(self, spec):
-        return [spec.boot_label()] + (["x%d" % spec.cpus] if spec.cpus != 2 else [])
+        bits = [spec.boot_label()] + (["x%d" % spec.cpus] if spec.cpus != 2 else [])
+        # The firmware matrix's variations (harness/tests/test_firmware_matrix.py).
+        bits += (["smp=" + spec.smp] if spec.smp else []) + (["m" + spec.memory] if spec.memory else [])
+        bits += [] if spec.serial else ["noserial"]
+        if spec.qemu_args:
+            bits.append(re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "".join(
+                a.lstrip("-") + "_" for a in spec.qemu_args).strip("_"))[:48])
+        return bits
 
     def medium(self, spec):
         return spec.boot
