@@ -290,7 +290,7 @@ class QemuTcg(Target):
         bits += [] if spec.serial else ["noserial"]
         if spec.qemu_args:
             bits.append(re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "".join(
-                a.lstrip("-") + "_" for a in spec.qemu_args).strip("_"))[:48])
+                a.lstrip("-") + "_" for a in spec.qemu_args).strip("_"))[:64])
         return bits
 
     def medium(self, spec):
