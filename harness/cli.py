@@ -10,6 +10,7 @@ Exit status (worst run wins; known target bugs do not count):
 import argparse
 import itertools
 import json
+import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,7 +144,10 @@ def cmd_run(args):
             specs.append(RunSpec(target=t, program=prog, arch=a, cpu_model=m, cpus=args.cpus,
                                  firmware=fw, boot=args.boot, opt=args.opt, tests=args.tests,
                                  inject=args.inject, extra=extra, timeout=args.timeout,
-                                 iso=args.iso, elf=args.elf, font=args.font, mouse_on=args.mouse_on))
+                                 iso=args.iso, elf=args.elf, font=args.font, mouse_on=args.mouse_on,
+                                 memory=args.memory,
+                                 smp=args.smp, serial=not args.no_serial,
+                                 qemu_args=tuple(shlex.split(args.qemu_args or ""))))
     if args.iso and any(s.cmdline for s in specs) and \
             any(s.target != "qemu-tcg" and s.target != "qemu-kvm" or s.firmware == "uefi"
                 or s.boot in ("cdrom", "disk") for s in specs):
@@ -292,6 +296,13 @@ def build_parser():
     r.add_argument("--elf", help="use this ELF instead of images/lhv-<arch>.elf")
     r.add_argument("--font", help="font for framebuffer decoding (default images/font8x16.bin)")
     r.add_argument("--list", action="store_true", help="list scenarios from the ELF registry")
+    # Laptop firmware imitated under QEMU (harness/tests/test_firmware_matrix.py).
+    r.add_argument("--memory", help="qemu: -m (default 256), e.g. 6G")
+    r.add_argument("--smp", help="qemu: -smp topology, e.g. 64,sockets=4,cores=20,maxcpus=80 (give --cpus too)")
+    r.add_argument("--no-serial", action="store_true",
+                   help="qemu: no serial port (-serial none): the run is judged from the final screen's QR code")
+    r.add_argument("--qemu-args", help="qemu: more arguments, e.g. '-machine pit=off,hpet=off' or "
+                   "'-vga none -device bochs-display,xres=2560,yres=1600'")
     r.set_defaults(func=cmd_run)
 
     j = sub.add_parser("judge", help="judge serial logs captured elsewhere")

@@ -38,6 +38,11 @@ class RunSpec:
     elf: str = None
     font: str = None
     mouse_on: str = None          # qemu: once serial.log shows this text, move the mouse by QMP until RESULT
+    # QEMU only, for the firmware matrix (harness/tests/test_firmware_matrix.py):
+    memory: str = None            # -m (default 256 MiB), e.g. "6G"
+    smp: str = None               # -smp topology instead of the CPU count, e.g. "32,sockets=2,cores=16"
+    serial: bool = True           # False: no serial port at all (-serial none); judged from the screen
+    qemu_args: tuple = ()         # more QEMU arguments, verbatim (-machine pit=off, -device ...)
 
     @property
     def cmdline(self):
@@ -169,7 +174,7 @@ def run(spec):
     ctx = Context(target=spec.target, arch=spec.arch, cpu_model=model, cpus=spec.cpus,
                   firmware=spec.firmware, target_version=o.version, tests=cmdline_value(spec.cmdline, "tests"),
                   opt=spec.opt, inject=spec.inject, cmdline=spec.cmdline, ended=o.ended,
-                  end_detail=o.end_detail, registry=reg)
+                  end_detail=o.end_detail, registry=reg, qr_cut=o.qr_cut)
     serial_path = Path(o.logs["serial"])
     text = serial_path.read_bytes() if serial_path.exists() else b""
     rec = record(spec, ctx, judge(parse_log(text), ctx), o, wall, rundir)
@@ -234,9 +239,10 @@ def screen_off_reason(j, reg):
     return "NO_VGA_ART (0x%x) set: the image draws nothing" % bit if opt & bit else ""
 
 
-def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True):
+def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True, qr_cut=False):
     """Check the decoded screen against the judged serial log; may turn the
-    run into a harness ERROR (the screen must say what serial says)."""
+    run into a harness ERROR (the screen must say what serial says).  qr_cut: the
+    log is a cut QR code's text (no serial port), whose reasons are left out."""
     scrn = {"checked": False, "ok": None, "reason": error, "kind": kind}
     off = screen_off_reason(j, reg)
     if not has_screen:
@@ -249,7 +255,7 @@ def apply_screen(rec, j, rows, kind, error="", reg=None, has_screen=True):
         else:
             ok, why, facts = scr.check(rows, j.image_result,
                                        {s.id: s.verdict for s in j.scenarios},
-                                       {s.id: s.reason for s in j.scenarios})
+                                       None if qr_cut else {s.id: s.reason for s in j.scenarios})
             scrn.update(checked=True, ok=ok, reason=why, **facts)
     if rows is not None:
         scrn["text"] = rows
@@ -279,7 +285,7 @@ def record(spec, ctx, j, o, wall, rundir):
             rec["reason"] = "; ".join(o.problems)
     t = spec.target_obj()
     apply_screen(rec, j, o.screen_rows, o.screen_kind, o.screen_error, ctx.registry,
-                 has_screen=t.has_screen if t else True)
+                 has_screen=t.has_screen if t else True, qr_cut=ctx.qr_cut)
     return rec
 
 

@@ -3,6 +3,7 @@
 VGA text: 80x25 cells of (character, attribute) bytes from 0xb8000.
 UEFI framebuffer: a PPM screendump; the image draws text in 8x16 cells from
 pixel (0,0) with images/font8x16.bin (256 glyphs x 16 bytes, MSB leftmost),
+each font pixel a k x k block (k = height / 540 from 1000 lines, else 1),
 light foreground on a dark background.  Cells are decoded by thresholding and
 looking the 16-byte bitmap up among the glyphs; anything else (the large
 banner drawn with filled blocks, the heartbeat) decodes as a space.
@@ -117,33 +118,65 @@ def _bitplane(w, h, pix):
     return acc.to_bytes(n, "big")
 
 
-def decode_framebuffer(w, h, pix, font):
-    """Decode 8x16 text cells from an RGB image drawn with `font`."""
-    table = glyph_table(font)
-    plane = _bitplane(w, h, pix)
+def lhv_scale(h):
+    """The font scale lhv/console/screen.c draws with: 1 below 1000 lines, then height / 540."""
+    return h // 540 if h >= 1000 else 1
+
+
+def _decode_scaled(w, h, plane, table, k):
+    """Text cells of (8k)x(16k) pixels, each font pixel read at the centre of its k x k block.
+    Returns (rows, number of non-blank cells that are a glyph of the font)."""
     to01 = bytes.maketrans(b"\x00\x01", b"01")
-    cols, rows = w // CELL_W, h // CELL_H
+    cw, ch = CELL_W * k, CELL_H * k
+    cols, rows = w // cw, h // ch
+    centre = k // 2
     out = []
+    known = 0
     for r in range(rows):
-        # each pixel row of this text row as a string of '0'/'1'
-        lines = [plane[(r * CELL_H + y) * w:(r * CELL_H + y) * w + cols * CELL_W].translate(to01)
-                 for y in range(CELL_H)]
+        # the sampled pixel rows of this text row, one pixel per font column, as '0'/'1'
+        lines = []
+        for y in range(CELL_H):
+            start = (r * ch + y * k + centre) * w + centre
+            lines.append(plane[start:start + cols * cw:k].translate(to01))
         chars = []
         for c in range(cols):
             x = c * CELL_W
             bitmap = bytes(int(ln[x:x + CELL_W], 2) for ln in lines)
-            chars.append(table.get(bitmap, " "))
+            char = table.get(bitmap, " ")
+            known += char != " "
+            chars.append(char)
         out.append("".join(chars).rstrip())
-    return out
+    return out, known
 
 
-def render_text(rows, font, w=None, h=None, fg=(0xc0, 0xc0, 0xc0), bg=(0, 0, 0)):
-    """Render text rows into an RGB image with `font` (used by the tests)."""
+def decode_framebuffer(w, h, pix, font, scale=None):
+    """Decode text cells from an RGB image drawn with `font`, each font pixel drawn as a
+    scale x scale block (LHV doubles or triples the font on panels of 1000 lines or more).
+    scale=None detects it: the scale LHV would use for this height is tried first, then the
+    others up to 4; the one that reads the most glyphs wins."""
+    table = glyph_table(font)
+    plane = _bitplane(w, h, pix)
+    if scale:
+        return _decode_scaled(w, h, plane, table, scale)[0]
+    best = None
+    for k in [lhv_scale(h)] + [k for k in range(1, 5) if k != lhv_scale(h)]:
+        if w < CELL_W * k or h < CELL_H * k:
+            continue
+        rows, known = _decode_scaled(w, h, plane, table, k)
+        if best is None or known > best[1]:
+            best = (rows, known)
+    return best[0] if best else []
+
+
+def render_text(rows, font, w=None, h=None, fg=(0xc0, 0xc0, 0xc0), bg=(0, 0, 0), scale=1):
+    """Render text rows into an RGB image with `font`, each font pixel a scale x scale block
+    (used by the tests)."""
     cols = max((len(r) for r in rows), default=0)
-    w = w or cols * CELL_W
-    h = h or len(rows) * CELL_H
+    k = scale
+    w = w or cols * CELL_W * k
+    h = h or len(rows) * CELL_H * k
     pix = bytearray(bytes(bg) * (w * h))
-    fgb = bytes(fg)
+    fgb = bytes(fg) * k
     for r, text in enumerate(rows):
         for c, ch in enumerate(text):
             g = font[ord(ch) * CELL_H:(ord(ch) + 1) * CELL_H]
@@ -151,8 +184,9 @@ def render_text(rows, font, w=None, h=None, fg=(0xc0, 0xc0, 0xc0), bg=(0, 0, 0))
                 bits = g[y]
                 for x in range(CELL_W):
                     if bits & (0x80 >> x):
-                        off = ((r * CELL_H + y) * w + c * CELL_W + x) * 3
-                        pix[off:off + 3] = fgb
+                        for dy in range(k):
+                            off = (((r * CELL_H + y) * k + dy) * w + (c * CELL_W + x) * k) * 3
+                            pix[off:off + 3 * k] = fgb
     return w, h, bytes(pix)
 
 

@@ -149,8 +149,9 @@ static void print_banner(uint64_t opt)
     screen_set_banner(g_banner);
     vmx_format_caps(caps, sizeof(caps));
     lhv_printf("%s\n", caps);
-    lhv_printf("LHV SMP cpus=%d vmxon=%d\n", g_cpu_count, count_vmx_on());
-    lhv_printf("LHV TSC start=%llu hz=%llu\n", (unsigned long long)g_tsc_start, (unsigned long long)g_tsc_hz);
+    lhv_printf("LHV SMP cpus=%d vmxon=%d apic=%s\n", g_cpu_count, count_vmx_on(), lapic_is_x2apic() ? "x2apic" : "xapic");
+    lhv_printf("LHV TSC start=%llu hz=%llu clock=%s\n", (unsigned long long)g_tsc_start, (unsigned long long)g_tsc_hz,
+               g_clock_source);
 }
 
 static void emulator_exit(enum verdict result)
@@ -272,6 +273,8 @@ void lhv_main(uint32_t magic, uint32_t info)
     gdt_init_cpu(0);
     idt_init();
     idt_load();
+    if (options_ok && options.x2apic && !lapic_request_x2apic())
+        lhv_printf("LHV NOTE: apic=x2apic: this CPU has no x2APIC (CPUID.1:ECX[21]=0); xAPIC used\n");
     lapic_init_cpu(true);
     timers_calibrate();
     vmx_read_caps();

@@ -141,6 +141,12 @@ static bool parse_repeat_word(const char *word, size_t len, struct run_options *
         }
         return out->seed_given = true;
     }
+    if (value_is(word, len, "apic=", &value, &value_len)) {
+        if (value_len == 6 && !memcmp(value, "x2apic", 6))
+            return out->x2apic = true;
+        snprintf(error, error_size, "apic=%.*s: only apic=x2apic is known", (int)value_len, value);
+        return false;
+    }
     *handled = false;
     return false;
 }
@@ -181,7 +187,7 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         dst[value_len] = 0;
         return true;
     }
-    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest= repeat= repeat_ms= repeat_until= noise= seed=)", (int)len, word);
+    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest= repeat= repeat_ms= repeat_until= noise= seed= apic=)", (int)len, word);
     return false;
 }
 

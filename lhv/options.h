@@ -42,6 +42,8 @@ struct run_options {
     uint32_t noise; /* noise=nmi,ipi: NOISE_* bits, sent to the BSP from an AP (lhv/arch/noise.c) */
     bool seed_given;
     uint64_t seed; /* seed=: the noise schedule's PRNG seed */
+    bool x2apic; /* apic=x2apic: every CPU switches its local APIC to x2APIC mode at start, as a
+                  * firmware that hands over in x2APIC mode leaves it (lhv/arch/lapic.c) */
 };
 
 #define NOISE_NMI 1u

@@ -38,6 +38,7 @@ class Outcome:
     version: str = None
     exit_status: int = None
     command: list = None
+    qr_cut: bool = False          # logs["serial"] is a QR code's text cut to fit (no serial port)
 
 
 class Target:

@@ -131,11 +131,13 @@ def qemu_version():
 def qemu_command(spec, rundir, monitor_path, accel):
     cmd = [QEMU, "-name", "lhv", "-accel", accel,
            "-cpu", spec.cpu_model or ("max" if accel == "tcg" else "host"),
-           "-smp", str(spec.cpus), "-m", "256", "-display", "none", "-no-reboot",
-           "-serial", "file:" + str(rundir / "serial.log"),
+           "-smp", spec.smp or str(spec.cpus), "-m", spec.memory or "256", "-display", "none",
+           "-no-reboot",
+           "-serial", ("file:" + str(rundir / "serial.log")) if spec.serial else "none",
            "-qmp", "unix:%s,server=on,wait=off" % monitor_path,
            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
            "-d", "cpu_reset", "-D", str(rundir / "qemu.log")]
+    cmd += list(spec.qemu_args)
     if spec.firmware == "uefi":
         cmd += ["-bios", OVMF]
     if spec.boot == "disk":
@@ -172,6 +174,36 @@ def _qemu_screen(mon, spec, rundir, font):
     return "vga", scr.decode_vga_text(path.read_bytes())
 
 
+def _screen_has_result(mon, spec, rundir, font):
+    """No serial port: the run has ended when the screen shows its RESULT line."""
+    try:
+        kind, rows = _qemu_screen(mon, spec, rundir, font)
+    except (OSError, RuntimeError, ValueError, ConnectionError):
+        return False
+    return scr.screen_facts(rows)["result"] is not None
+
+
+def _qr_as_serial(o, rundir):
+    """No serial port: what the final screen's QR code holds becomes the log that is judged
+    (as `judge --photo` does with a photo of a laptop's screen)."""
+    from .. import qrphoto
+    from ..judge import QR_CUT_MARK
+    picture = rundir / "screen.png"
+    if o.screen_kind == "vga":
+        font = images.font_path()
+        qrphoto.render_vga((rundir / "vga.bin").read_bytes(),
+                           font.read_bytes() if font.exists() else None).save(picture)
+    try:
+        text = qrphoto.decode(picture)
+    except qrphoto.DecodeError as e:
+        o.problems.append("no serial port and no QR code read from the screen: %s" % e)
+        return
+    (rundir / "screen-qr.txt").write_bytes(text)
+    o.logs["serial"] = str(rundir / "screen-qr.txt")
+    o.logs["photo"] = str(picture)
+    o.qr_cut = QR_CUT_MARK in text
+
+
 def _screen_agrees(rows, serial_path):
     p = parse_log(serial_path.read_bytes())
     if p.result is None:
@@ -188,7 +220,7 @@ def run_qemu(spec, rundir, accel="tcg"):
     if spec.firmware == "uefi":
         font = scr.load_font(spec.font or images.require(images.font_path()))
     o = Outcome(version=qemu_version())
-    remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log", "mouse.txt")
+    remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log", "mouse.txt", "screen-qr.txt")
     mondir = tempfile.mkdtemp(prefix="lhvmon")      # unix socket paths must be short
     monpath = os.path.join(mondir, "m")
     o.command = qemu_command(spec, rundir, monpath, accel)
@@ -206,12 +238,19 @@ def run_qemu(spec, rundir, accel="tcg"):
                 except OSError as e:
                     o.problems.append("cannot reach the QEMU monitor: %s" % e)
                 mouse = MouseMover(spec.mouse_on, rundir / "serial.log")
+                next_look = time.monotonic() + 1.0
                 while proc.poll() is None:
                     mouse.poll(mon)
                     now = time.monotonic()
                     if serial_has_result(rundir / "serial.log"):
                         o.ended = "result"
                         break
+                    if not spec.serial and mon is not None and now > next_look:
+                        # No serial port: look at the screen about once a second.
+                        if _screen_has_result(mon, spec, rundir, font):
+                            o.ended = "result"
+                            break
+                        next_look = time.monotonic() + 1.0
                     if now > deadline:
                         o.ended, o.end_detail = "timeout", "killed after %.0f s" % spec.timeout
                         break
@@ -235,7 +274,7 @@ def run_qemu(spec, rundir, accel="tcg"):
                             continue
                         # The serial RESULT can be ahead of the screen: retry until the
                         # screen agrees (or the tries run out; the judge reports it then).
-                        if _screen_agrees(o.screen_rows, rundir / "serial.log"):
+                        if not spec.serial or _screen_agrees(o.screen_rows, rundir / "serial.log"):
                             break
                     o.end_state = "quit_by_harness" if o.ended == "result" else "killed_timeout"
                     mon.quit()
@@ -250,6 +289,8 @@ def run_qemu(spec, rundir, accel="tcg"):
             mon.close()
         shutil.rmtree(mondir, ignore_errors=True)
     o.exit_status = proc.returncode
+    if not spec.serial and o.screen_kind:
+        _qr_as_serial(o, rundir)
     if o.screen_kind:
         o.logs["screen"] = str(rundir / ("screen.ppm" if o.screen_kind == "ppm" else "vga.bin"))
     elif not o.screen_error:
@@ -264,7 +305,7 @@ def run_qemu(spec, rundir, accel="tcg"):
     if "Triple fault" in qlog:
         o.ended, o.end_detail = "crash", "qemu: triple fault (see qemu.log)"
     elif o.ended is None:
-        if serial_has_result(rundir / "serial.log"):
+        if serial_has_result(o.logs["serial"]):
             o.ended = "result"
         else:
             qout = (rundir / "qemu.out").read_text(errors="replace").strip()
@@ -290,7 +331,14 @@ class QemuTcg(Target):
             spec.boot = "cdrom"               # UEFI has no -kernel path: GRUB from the ISO
 
     def describe(self, spec):
-        return [spec.boot_label()] + (["x%d" % spec.cpus] if spec.cpus != 2 else [])
+        bits = [spec.boot_label()] + (["x%d" % spec.cpus] if spec.cpus != 2 else [])
+        # The firmware matrix's variations (harness/tests/test_firmware_matrix.py).
+        bits += (["smp=" + spec.smp] if spec.smp else []) + (["m" + spec.memory] if spec.memory else [])
+        bits += [] if spec.serial else ["noserial"]
+        if spec.qemu_args:
+            bits.append(re.sub(r"[^A-Za-z0-9_.=,-]+", "_", "".join(
+                a.lstrip("-") + "_" for a in spec.qemu_args).strip("_"))[:64])
+        return bits
 
     def medium(self, spec):
         return spec.boot

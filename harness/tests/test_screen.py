@@ -130,3 +130,17 @@ def test_screen_check(rows, result, tests, ok, why):
     got_ok, got_why, _ = S.check(rows, result, tests)
     assert got_ok is ok
     assert why in got_why
+
+
+@pytest.mark.parametrize("w,h,scale", [(1920, 1080, 2), (2560, 1600, 2), (2880, 1800, 3), (1280, 800, 1)])
+@pytest.mark.parametrize("font", fonts())
+def test_framebuffer_decode_detects_scale(font, w, h, scale):
+    """Panels of 1000 lines or more get the font doubled or tripled (lhv/console/screen.c):
+    the decoder finds the scale by itself, also when it is not the one the height implies."""
+    assert S.lhv_scale(h) == scale
+    for drawn in {scale, 1}:
+        _, _, pix = S.render_text(FINAL, font, w=w, h=h, fg=(0xaa, 0xff, 0xaa), bg=(0, 0, 0x20), scale=drawn)
+        rows = S.decode_framebuffer(w, h, pix, S.load_font(font))
+        assert len(rows) == h // (16 * drawn)
+        assert rows[:len(FINAL)] == FINAL
+        assert S.check(rows, "BAD", {"vmx_lifecycle": "GOOD", "ept_basic": "BAD"})[0]

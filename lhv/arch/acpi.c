@@ -1,5 +1,6 @@
 /* Just enough ACPI to find the CPUs (MADT) and to tell whether we run on a Bochs/QEMU machine. */
 #include "arch/arch.h"
+#include "arch/madt.h"
 
 struct rsdp {
     char signature[8];
@@ -90,28 +91,15 @@ static const struct sdt_header *acpi_find(const char *sig)
     return NULL;
 }
 
-/* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first). */
+/* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first);
+ * x2APIC entries included (arch/madt.c). */
 int acpi_collect_apic_ids(uint32_t *ids, int max)
 {
     const struct sdt_header *madt = acpi_find("APIC");
     if (!madt)
         return 0;
-    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8;
-    const uint8_t *end = (const uint8_t *)madt + madt->length;
-    int n = 0, listed = 0;
-    while (p + 2 <= end && p[1] >= 2) {
-        uint32_t flags;
-        if (p[0] == 0 && p[1] >= 8) {
-            memcpy(&flags, p + 4, 4);
-            if ((flags & 3) && listed++ < max)
-                ids[n++] = p[3];
-        } else if (p[0] == 9 && p[1] >= 16) {
-            memcpy(&flags, p + 8, 4);
-            if ((flags & 3) && listed++ < max)
-                memcpy(&ids[n++], p + 4, 4);
-        }
-        p += p[1];
-    }
+    int listed;
+    int n = madt_apic_ids((const uint8_t *)madt, madt->length, ids, max, &listed);
     if (listed > max)
         arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
     return n;
@@ -163,4 +151,27 @@ bool acpi_ioapic_for_gsi(uint32_t gsi, uint32_t *mmio, uint32_t *gsi_base)
     memcpy(mmio, e + 4, 4);
     memcpy(gsi_base, e + 8, 4);
     return true;
+}
+
+/* The ACPI power-management timer (FADT PM_TMR_BLK, ACPI 6.5 sections 4.8.3.3 and 5.2.9): an
+ * I/O port counting at 3.579545 MHz, 24 bits wide unless FADT flag TMR_VAL_EXT (bit 8) says 32.
+ * It is there when the PIT is not (laptops, QEMU -machine pit=off). Returns 0 when absent. */
+uint16_t acpi_pm_timer_port(bool *bits32)
+{
+    const uint8_t *fadt = (const uint8_t *)acpi_find("FACP");
+    if (!fadt)
+        return 0;
+    uint32_t length, port = 0, flags = 0;
+    memcpy(&length, fadt + 4, 4);
+    if (length >= 116)
+        memcpy(&flags, fadt + 112, 4);
+    if (length >= 80)
+        memcpy(&port, fadt + 76, 4);
+    if (!port && length >= 220 && fadt[208] == 1) { /* X_PM_TMR_BLK in system I/O space */
+        uint64_t xport;
+        memcpy(&xport, fadt + 212, 8);
+        port = xport <= 0xffff ? (uint32_t)xport : 0;
+    }
+    *bits32 = (flags >> 8) & 1;
+    return port <= 0xffff ? (uint16_t)port : 0;
 }

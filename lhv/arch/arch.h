@@ -85,12 +85,15 @@ struct percpu *this_cpu(void);
 int this_cpu_index(void);
 
 void lapic_init_cpu(bool bsp);
+bool lapic_request_x2apic(void); /* apic=x2apic; false when the CPU has no x2APIC */
+bool lapic_is_x2apic(void);
 uint32_t lapic_id(void);
 void lapic_eoi(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
 bool lapic_in_service(uint8_t vector); /* the vector's ISR bit */
 bool lapic_requested(uint8_t vector);  /* the vector's IRR bit */
 void timers_calibrate(void);
+extern const char *g_clock_source; /* what timers_calibrate measured with: pit, acpi_pm, cpuid15... */
 void lapic_start_bsp_timer(void);
 /* LHV_OPT 0x200 NO_INTERRUPT: no CPU gets a periodic timer (call before the APs start); the
  * runner arms a one-shot per scenario at its budget instead, so the watchdog still bites. */
@@ -110,6 +113,7 @@ void delay_us(uint64_t us);
 void acpi_set_rsdp(const void *rsdp_copy, size_t len);
 bool acpi_oem_is(const char *oem6);
 int acpi_collect_apic_ids(uint32_t *ids, int max);
+uint16_t acpi_pm_timer_port(bool *bits32);
 /* setup runs on each AP before it counts as online (main.c hands in: enter VMX operation). */
 typedef void (*ap_setup_fn)(struct percpu *cpu);
 void smp_boot_aps(ap_setup_fn setup);

@@ -1,5 +1,6 @@
 /* Local APIC (xAPIC or x2APIC, whichever the firmware left on), and the clocks: TSC and the
- * LAPIC timer are both measured against PIT channel 2 once, on the BSP. */
+ * LAPIC timer are both measured once, on the BSP, against PIT channel 2 or, where there is no
+ * PIT, the ACPI PM timer. */
 #include "arch/arch.h"
 
 #define MSR_APIC_BASE 0x1b
@@ -22,6 +23,7 @@
 static volatile uint32_t *g_lapic_mmio;
 static bool g_x2apic;
 static bool g_one_shot_only; /* LHV_OPT 0x200: no periodic timer on any CPU */
+static bool g_want_x2apic; /* apic=x2apic: each CPU switches to x2APIC mode in lapic_init_cpu */
 static uint32_t g_lapic_ticks_per_10ms;
 uint64_t g_tsc_hz;
 
@@ -89,15 +91,29 @@ static void legacy_pic_disable(void)
     }
 }
 
-/* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat. */
+/* apic=x2apic: imitate a firmware that hands over in x2APIC mode (every CPU in it, as the SDM
+ * requires of all of them, Vol. 3A 11.12.5), where the CPU has one (CPUID.1:ECX[21]). */
+bool lapic_request_x2apic(void)
+{
+    g_want_x2apic = (cpuid(1, 0).ecx >> 21) & 1;
+    return g_want_x2apic;
+}
+
+bool lapic_is_x2apic(void) { return g_x2apic; }
+
+/* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat.
+ * Whichever mode the firmware left the APIC in is used: xAPIC through its MMIO page, x2APIC
+ * (IA32_APIC_BASE bit 10) through MSRs 0x800-0x8ff throughout. */
 void lapic_init_cpu(bool bsp)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
-    g_x2apic = (base & APIC_BASE_X2APIC) != 0;
     if (bsp)
         legacy_pic_disable();
     if (!(base & APIC_BASE_ENABLE))
-        wrmsr(MSR_APIC_BASE, base | APIC_BASE_ENABLE);
+        wrmsr(MSR_APIC_BASE, base |= APIC_BASE_ENABLE);
+    if (g_want_x2apic && !(base & APIC_BASE_X2APIC)) /* xAPIC to x2APIC: EN stays set, EXTD set */
+        wrmsr(MSR_APIC_BASE, base |= APIC_BASE_X2APIC);
+    g_x2apic = (base & APIC_BASE_X2APIC) != 0;
     g_lapic_mmio = (volatile uint32_t *)(uintptr_t)(base & 0xfffff000u);
     lapic_write(LAPIC_SVR, 0x100 | VECTOR_SPURIOUS);
     if (!bsp && !g_one_shot_only)
@@ -152,43 +168,141 @@ void lapic_timer_write(const struct lapic_timer_state *t)
  * SDM Vol. 3A 11.6.1): fixed destination, delivery mode NMI, level assert. */
 void lapic_send_self_nmi(void) { lapic_send_ipi(lapic_id(), 0x4400); }
 
-/* PIT channel 2 counts 11932 ticks of 1.193182 MHz = 10 ms with its gate, independent of IRQs. */
+/* The LAPIC timer counts down from its largest value (divide by 16, masked) while a reference
+ * clock measures 10 ms; the TSC is read at both ends. */
+static void lapic_count_start(uint64_t *tsc0)
+{
+    lapic_write(LAPIC_TIMER_DIV, 0x3);
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+    lapic_write(LAPIC_TIMER_INIT, 0xffffffffu);
+    *tsc0 = rdtsc();
+}
+
+static void lapic_count_end(uint64_t tsc0, uint64_t *tsc_delta, uint32_t *lapic_delta)
+{
+    *tsc_delta = rdtsc() - tsc0;
+    *lapic_delta = 0xffffffffu - lapic_read(LAPIC_TIMER_CUR);
+    lapic_write(LAPIC_TIMER_INIT, 0);
+}
+
+/* PIT channel 2 counts 11932 ticks of 1.193182 MHz = 10 ms with its gate, independent of IRQs.
+ * In mode 0 its output is low from the count's load until the count ends: an output already
+ * high at the start means no PIT answers there (laptops that gate it off, QEMU pit=off). */
 static bool pit_wait_10ms(uint64_t *tsc_delta, uint32_t *lapic_delta)
 {
     outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
     outb(0x43, 0xb0);
     outb(0x42, 11932 & 0xff);
     outb(0x42, 11932 >> 8);
-    lapic_write(LAPIC_TIMER_DIV, 0x3);
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
     /* Restart the count by toggling the gate, then time it. */
     outb(0x61, (uint8_t)(inb(0x61) & ~0x01));
     outb(0x61, (uint8_t)(inb(0x61) | 0x01));
-    lapic_write(LAPIC_TIMER_INIT, 0xffffffffu);
-    uint64_t t0 = rdtsc();
+    if (inb(0x61) & 0x20)
+        return false;
+    uint64_t t0;
+    lapic_count_start(&t0);
     for (uint32_t spins = 0; !(inb(0x61) & 0x20); spins++)
-        if (spins > 50000000u)
+        if (spins > 50000000u) {
+            lapic_write(LAPIC_TIMER_INIT, 0);
             return false;
-    *tsc_delta = rdtsc() - t0;
-    *lapic_delta = 0xffffffffu - lapic_read(LAPIC_TIMER_CUR);
-    lapic_write(LAPIC_TIMER_INIT, 0);
+        }
+    lapic_count_end(t0, tsc_delta, lapic_delta);
     return true;
 }
 
+/* 10 ms on the ACPI PM timer: 35795 ticks of 3.579545 MHz, counted across a wrap of its 24 or
+ * 32 bits. A port that does not count (reads the same value for long) gives false. */
+#define PM_TIMER_10MS 35795u
+static uint32_t pm_timer_read(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static bool pm_timer_wait_10ms(uint64_t *tsc_delta, uint32_t *lapic_delta)
+{
+    bool bits32;
+    uint16_t port = acpi_pm_timer_port(&bits32);
+    if (!port)
+        return false;
+    uint32_t mask = bits32 ? 0xffffffffu : 0xffffffu, start = pm_timer_read(port) & mask, elapsed = 0, spins = 0;
+    uint64_t t0;
+    lapic_count_start(&t0);
+    while (elapsed < PM_TIMER_10MS) {
+        uint32_t now = pm_timer_read(port) & mask;
+        elapsed = (now - start) & mask;
+        if (!elapsed && ++spins > 10000000u) {
+            lapic_write(LAPIC_TIMER_INIT, 0);
+            return false;
+        }
+    }
+    lapic_count_end(t0, tsc_delta, lapic_delta);
+    *tsc_delta = *tsc_delta * PM_TIMER_10MS / elapsed;
+    *lapic_delta = (uint32_t)((uint64_t)*lapic_delta * PM_TIMER_10MS / elapsed);
+    return true;
+}
+
+/* Without a counting clock: CPUID leaf 0x15 (TSC = crystal x EBX / EAX; the LAPIC timer runs
+ * at the crystal's frequency, SDM Vol. 3A 11.5.4 and 19.7.3), else leaf 0x16's base MHz. */
+static const char *cpuid_frequencies(void)
+{
+    uint32_t max_leaf = cpuid(0, 0).eax;
+    struct cpuid_regs r15 = max_leaf >= 0x15 ? cpuid(0x15, 0) : (struct cpuid_regs){ 0 };
+    struct cpuid_regs r16 = max_leaf >= 0x16 ? cpuid(0x16, 0) : (struct cpuid_regs){ 0 };
+    if (r15.eax && r15.ebx && r15.ecx) {
+        g_tsc_hz = (uint64_t)r15.ecx * r15.ebx / r15.eax;
+        g_lapic_ticks_per_10ms = r15.ecx / 100 / 16;
+        return "cpuid15";
+    }
+    g_tsc_hz = (r16.eax ? r16.eax : 1000) * 1000000ull;
+    g_lapic_ticks_per_10ms = (r16.ecx ? r16.ecx : 100) * 10000u / 16;
+    return r16.eax ? "cpuid16" : "guess";
+}
+
+const char *g_clock_source = "pit";
+
+/* Three 10 ms measurements, the median one kept: one measurement disturbed by the host (an
+ * emulator's thread descheduled, its TSC corrected) must not set every later deadline. */
+typedef bool (*clock_wait_10ms)(uint64_t *tsc_delta, uint32_t *lapic_delta);
+static bool measure_median(clock_wait_10ms wait, uint64_t *tsc_delta, uint32_t *lapic_delta)
+{
+    uint64_t tsc[3];
+    uint32_t lapic[3];
+    for (int i = 0; i < 3; i++)
+        if (!wait(&tsc[i], &lapic[i]) || !tsc[i] || !lapic[i])
+            return false;
+    int mid = 0;
+    for (int i = 0; i < 3; i++) {
+        int below = 0, above = 0;
+        for (int j = 0; j < 3; j++)
+            below += j != i && tsc[j] <= tsc[i], above += j != i && tsc[j] >= tsc[i];
+        if (below >= 1 && above >= 1)
+            mid = i;
+    }
+    *tsc_delta = tsc[mid];
+    *lapic_delta = lapic[mid];
+    return true;
+}
+
+/* The clock that measured the TSC and the LAPIC timer, in the order of trust: the PIT, the
+ * ACPI PM timer, what CPUID says. The source is printed on the LHV TSC line (clock=). */
 void timers_calibrate(void)
 {
     uint64_t tsc_delta;
     uint32_t lapic_delta;
-    if (pit_wait_10ms(&tsc_delta, &lapic_delta) && tsc_delta && lapic_delta) {
-        g_tsc_hz = tsc_delta * 100;
-        g_lapic_ticks_per_10ms = lapic_delta;
+    if (measure_median(pit_wait_10ms, &tsc_delta, &lapic_delta))
+        g_clock_source = "pit";
+    else if (measure_median(pm_timer_wait_10ms, &tsc_delta, &lapic_delta))
+        g_clock_source = "acpi_pm";
+    else {
+        g_clock_source = cpuid_frequencies();
+        arch_note("LHV NOTE: neither the PIT nor the ACPI PM timer counted; TSC %llu Hz from %s",
+                  (unsigned long long)g_tsc_hz, g_clock_source);
         return;
     }
-    /* No PIT (some laptops gate it off): fall back to the frequencies CPUID may report. */
-    struct cpuid_regs r = cpuid(0x16, 0);
-    g_tsc_hz = (r.eax ? r.eax : 1000) * 1000000ull;
-    g_lapic_ticks_per_10ms = (r.ecx ? r.ecx : 100) * 10000u / 16;
-    arch_note("LHV NOTE: PIT did not count; assuming TSC %llu Hz from CPUID 0x16", (unsigned long long)g_tsc_hz);
+    g_tsc_hz = tsc_delta * 100;
+    g_lapic_ticks_per_10ms = lapic_delta;
 }
 
 uint64_t tsc_to_ms(uint64_t tsc_delta) { return g_tsc_hz ? tsc_delta / (g_tsc_hz / 1000) : 0; }

@@ -1,0 +1,13 @@
+/* The MADT's processor entries (arch/madt.c); free of hardware access so the host can test it. */
+#ifndef LHV_MADT_H
+#define LHV_MADT_H
+
+#include "lib/lib.h"
+
+/* APIC IDs of the enabled (or online-capable) processors of a MADT, in its order: Processor
+ * Local APIC entries (type 0, 8-bit IDs) and Processor Local x2APIC entries (type 9, 32-bit
+ * IDs, ACPI 6.5 section 5.2.12.12). At most max IDs are stored; *listed counts them all.
+ * Returns the number stored. */
+int madt_apic_ids(const uint8_t *madt, uint32_t madt_length, uint32_t *ids, int max, int *listed);
+
+#endif
