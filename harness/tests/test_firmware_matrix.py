@@ -123,12 +123,16 @@ def test_x2apic_at_hand_off_on_bochs(arch):
     that start the APs all go through the MSRs, and VMX scenarios run as with xAPIC."""
     need_images(iso=False)
     rec = run(RunSpec(target="bochs", arch=arch, cpu_model="tigerlake", cpus=2,
-                      tests="vmx_lifecycle,preempt_timer", extra="apic=x2apic"))
+                      tests="vmx_lifecycle,preempt_timer,apic_virt,event_injection",
+                      extra="apic=x2apic"))
     if rec["verdict"] == V.UNAVAILABLE:
         pytest.skip(rec["reason"])
     assert rec["verdict"] == V.GOOD and not rec["problems"], show(rec)
     serial = _serial_text(rec)
     assert "LHV SMP cpus=2 vmxon=2 apic=x2apic" in serial, serial
+    # With L1 in x2APIC mode, apic_virt compares L2's pass-through x2APIC MSR reads with L1's own
+    # (the Xen 7b2b93d30c check): that branch ran, and a mismatch would have made it BAD.
+    assert "x2APIC MSRs passed through, L1 in x2APIC mode: L2 read" in serial, serial
 
 
 # ---- The MADT walk (lhv/arch/madt.c) on the host: x2APIC entries, flags, the 64-CPU cap ----
