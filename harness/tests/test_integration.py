@@ -58,7 +58,7 @@ def test_bochs_all_scenarios(arch, model, cpus):
         (arch, "bios", str(cpus)), show(rec)
     assert rec["caps"].get("vmx") == "1", show(rec)
     # Every CPU was brought up and entered VMX operation.
-    assert rec["smp"] == {"cpus": str(cpus), "vmxon": str(cpus)}, show(rec)
+    assert rec["smp"] == {"cpus": str(cpus), "vmxon": str(cpus), "apic": "xapic"}, show(rec)
     by = {s["id"]: s for s in rec["scenarios"]}
     selected = reg.selected(arch, int(rec["banner"]["opt"], 16))
     assert not rec["missing"], show(rec)
