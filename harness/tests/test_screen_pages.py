@@ -86,3 +86,14 @@ def test_emulator_default_shows_the_final_page_at_once(tmp_path):
         assert _title(rows) is None, "a table page under QEMU without page_ms=:\n" + "\n".join(rows)
         facts = _check_final(rows, serial)
         assert facts["more"] == 3 and any("(see serial log)" in row for row in rows), rows
+
+
+def test_malformed_page_ms_stops_the_run(tmp_path):
+    need_images(iso=False)
+    qemu = DirectQemu(tmp_path, "amd64", "page_ms=4s")
+    try:
+        assert qemu.wait_serial("LHV RESULT:", 30), "no RESULT line"
+    finally:
+        qemu.close()
+    serial = qemu.serial.read_text(errors="replace")
+    assert "LHV ERROR: malformed page_ms= value '4s'" in serial and "LHV RESULT: ERROR" in serial, serial
