@@ -151,7 +151,7 @@ static bool parse_repeat_word(const char *word, size_t len, struct run_options *
     return false;
 }
 
-/* page_ms=T: 0 is allowed (no pause between the final screen's pages). */
+/* page_ms=T: 0 is allowed (no table pages: the final page at once, as under emulators). */
 static bool parse_page_ms(const char *value, size_t len, struct run_options *out, char *error, size_t error_size)
 {
     uint64_t n;
