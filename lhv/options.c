@@ -151,6 +151,18 @@ static bool parse_repeat_word(const char *word, size_t len, struct run_options *
     return false;
 }
 
+/* page_ms=T: 0 is allowed (no table pages: the final page at once, as under emulators). */
+static bool parse_page_ms(const char *value, size_t len, struct run_options *out, char *error, size_t error_size)
+{
+    uint64_t n;
+    if (!parse_u64(value, len, &n) || n > 600000) {
+        snprintf(error, error_size, "malformed page_ms= value '%.*s' (want 0 to 600000 ms)", (int)len, value);
+        return false;
+    }
+    out->page_ms = (uint32_t)n;
+    return out->page_ms_given = true;
+}
+
 static bool parse_word(const char *word, size_t len, struct run_options *out, char *error, size_t error_size)
 {
     const char *value;
@@ -166,6 +178,8 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         }
         return options_validate_opt(out->opt, error, error_size);
     }
+    if (value_is(word, len, "page_ms=", &value, &value_len))
+        return parse_page_ms(value, value_len, out, error, error_size);
     char *dst = NULL;
     size_t size = 0;
     if (value_is(word, len, "tests=", &value, &value_len))
@@ -187,7 +201,7 @@ static bool parse_word(const char *word, size_t len, struct run_options *out, ch
         dst[value_len] = 0;
         return true;
     }
-    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest= repeat= repeat_ms= repeat_until= noise= seed= apic=)", (int)len, word);
+    snprintf(error, error_size, "unknown command-line word '%.*s' (known: lhv_opt= tests= inject= selftest= repeat= repeat_ms= repeat_until= noise= seed= apic= page_ms=)", (int)len, word);
     return false;
 }
 

@@ -44,6 +44,8 @@ struct run_options {
     uint64_t seed; /* seed=: the noise schedule's PRNG seed */
     bool x2apic; /* apic=x2apic: every CPU switches its local APIC to x2APIC mode at start, as a
                   * firmware that hands over in x2APIC mode leaves it (lhv/arch/lapic.c) */
+    bool page_ms_given;
+    uint32_t page_ms; /* page_ms=T: each table page of the final screen stays T ms (lhv/report.c) */
 };
 
 #define NOISE_NMI 1u

@@ -17,6 +17,7 @@ static struct {
     char rows[MAX_ROWS][ROW_SIZE];
     const char *row_ptrs[MAX_ROWS];
     int nrows;
+    uint32_t page_ms; /* how long each table page before the final one stays (report_set_page_ms) */
 } g_report;
 
 /* What a user can do about the common SKIP reasons (see README "On a laptop"). */
@@ -159,6 +160,8 @@ static int qr_text(char *buf, int capacity)
     return b.overflow ? 0 : b.len;
 }
 
+void report_set_page_ms(uint32_t ms) { g_report.page_ms = ms; }
+
 void report_final_screen(enum verdict result, const char *banner, const char *caps)
 {
     const struct run_totals *t = run_totals();
@@ -182,6 +185,7 @@ void report_final_screen(enum verdict result, const char *banner, const char *ca
     struct screen_final_report report = {
         .verdict = verdict_name(result), .color = colors[result], .header = header, .nheader = 2,
         .rows = g_report.row_ptrs, .nrows = g_report.nrows, .min_text_cols = failure_cols, .qr_text = qr_text,
+        .page_ms = g_report.page_ms,
     };
     screen_final(&report);
 }

@@ -33,6 +33,7 @@ void runner_init(run_end_fn end);
 /* The final screen: large verdict, summary, a row per scenario, a QR code of the whole result
  * (report.c). banner and caps are the run's first two lines. */
 void report_final_screen(enum verdict result, const char *banner, const char *caps);
+void report_set_page_ms(uint32_t ms); /* the final screen's table pages: each this long, 0 none */
 
 /* Race hunting (repeat.c): runs the selected scenarios in rounds, with noise= if asked; false
  * with the reason (nothing has run then) when a scenario does not claim what the run needs. */

@@ -38,6 +38,8 @@ struct screen_final_report {
     /* Writes the complete result, shortened to at most capacity bytes, for the QR code;
      * returns its length. NULL: no QR code. */
     int (*qr_text)(char *buf, int capacity);
+    uint32_t page_ms;          /* rows that do not fit go first on table pages, each shown this
+                                * long; 0: no table pages (the final page's "... and N more") */
 };
 void screen_final(const struct screen_final_report *report);
 

@@ -334,35 +334,98 @@ static uint32_t draw_final_qr(const struct screen_final_report *r)
     return left_px / (8 * g_screen.scale) - 1;
 }
 
-/* The final screen: the QR code with the complete result at the right edge; left of it the
- * large verdict, the result and summary lines, then the report's rows (failures first, as
+/* ---- The final screen and the table pages before it ---- */
+
+#define FINAL_TOP (1 + BIG_ROWS + 1) /* the first row below the large verdict */
+
+/* How many of the report's rows the final page shows: all when they fit, else one less than fit
+ * (its last line counts the others); 0 when nothing fits. */
+static int final_shown(const struct screen_final_report *r)
+{
+    int top = FINAL_TOP + r->nheader, room = top < (int)g_screen.rows ? (int)g_screen.rows - top : 0;
+    if (r->nrows <= room)
+        return r->nrows;
+    return room > 0 ? room - 1 : 0;
+}
+
+/* Table pages: a title line, then rows; 0 when the screen has no room for any. */
+static int page_capacity(void) { return g_screen.rows > 1 ? (int)g_screen.rows - 1 : 0; }
+
+/* The table pages the rows the final page leaves out need (0: none, or no time to show them). */
+static int table_pages(const struct screen_final_report *r)
+{
+    int rest = r->nrows - final_shown(r), cap = page_capacity();
+    if (!r->page_ms || rest <= 0 || !cap)
+        return 0;
+    return (rest + cap - 1) / cap;
+}
+
+static void put_row(uint32_t row, const char *text) { put_text(0, row, text, line_attr(text, strlen(text)), true); }
+
+/* Table page k of n (1-based; page n is the final one): the rows from 'first', for page_ms. */
+static void draw_table_page(const struct screen_final_report *r, int k, int n, int first)
+{
+    char title[48];
+    snprintf(title, sizeof(title), "LHV results, page %d/%d", k, n);
+    clear_rows(0, g_screen.rows);
+    put_text(0, 0, title, 0x0f, true);
+    for (int i = first, row = 1; i < r->nrows && row < (int)g_screen.rows; i++, row++)
+        put_row((uint32_t)row, r->rows[i]);
+    delay_us((uint64_t)r->page_ms * 1000);
+}
+
+/* The final page's last line counts the rows it leaves out, and says where they are. The words
+ * "... and N more" are what the harness' screen check reads (harness/screen.py). */
+static void put_more_line(uint32_t row, int more, int pages)
+{
+    char line[64];
+    if (pages == 1)
+        snprintf(line, sizeof(line), "... and %d more (on page 1 and serial)", more);
+    else if (pages > 1)
+        snprintf(line, sizeof(line), "... and %d more (on pages 1-%d and serial)", more, pages);
+    else
+        snprintf(line, sizeof(line), "... and %d more (see serial log)", more);
+    put_text(0, row, line, ATTR_TEXT, true);
+}
+
+/* The final page: the QR code with the complete result at the right edge; left of it the
+ * large verdict, the result and summary lines, then the report's first rows (failures first, as
  * "FAILED <id>: <VERDICT> <reason>", then skips and the rest) for as many as fit, and
  * "... and N more" for the rest, so the harness can tell a shortened list from a wrong one. */
-void screen_final(const struct screen_final_report *r)
+static void draw_final_page(const struct screen_final_report *r, int pages)
 {
-    if (g_screen.backend == SCREEN_NONE)
-        return;
-    screen_lock_bounded(-4); /* the run is ending: draw even if a fault left the lock taken */
     static const uint8_t attrs[] = { 0x0a, 0x0c, 0x0e, 0x07 };
     uint8_t attr = attrs[r->color];
     clear_rows(0, g_screen.rows);
     uint32_t text_cols = draw_final_qr(r), full_cols = g_screen.cols;
     g_screen.cols = text_cols; /* rows are cut at the QR code */
+    if (pages) {
+        char title[48];
+        snprintf(title, sizeof(title), "LHV results, page %d/%d", pages + 1, pages + 1);
+        put_text(0, 0, title, 0x0f, true);
+    }
     draw_big_word(r->verdict, 1, attr);
-    uint32_t row = 1 + BIG_ROWS + 1;
+    uint32_t row = FINAL_TOP;
     for (int i = 0; i < r->nheader && row < g_screen.rows; i++, row++)
         put_text(0, row, r->header[i], i == 0 ? attr : ATTR_TEXT, true);
-    int room = row < g_screen.rows ? (int)(g_screen.rows - row) : 0;
-    int shown = r->nrows < room ? r->nrows : room;
-    if (shown < r->nrows && shown > 0)
-        shown--; /* keep the last row for the count of the others */
+    int shown = final_shown(r);
     for (int i = 0; i < shown; i++, row++)
-        put_text(0, row, r->rows[i], line_attr(r->rows[i], strlen(r->rows[i])), true);
-    if (shown < r->nrows && row < g_screen.rows) {
-        char more[64];
-        snprintf(more, sizeof(more), "... and %d more (see serial log)", r->nrows - shown);
-        put_text(0, row, more, ATTR_TEXT, true);
-    }
+        put_row(row, r->rows[i]);
+    if (shown < r->nrows && row < g_screen.rows)
+        put_more_line(row, r->nrows - shown, pages);
     g_screen.cols = full_cols;
+}
+
+/* Rows that do not fit on the final page come first, on table pages shown page_ms each; then
+ * the final page, which stays. */
+void screen_final(const struct screen_final_report *r)
+{
+    if (g_screen.backend == SCREEN_NONE)
+        return;
+    screen_lock_bounded(-4); /* the run is ending: draw even if a fault left the lock taken */
+    int pages = table_pages(r), first = final_shown(r);
+    for (int k = 1; k <= pages; k++, first += page_capacity())
+        draw_table_page(r, k, pages + 1, first);
+    draw_final_page(r, pages);
     spin_unlock(&g_screen.lock);
 }
