@@ -45,6 +45,19 @@ def scenario_params(arch):
     return reg.ids(arch)
 
 
+def build_host_tool(tmp_path_factory, name, *sources):
+    """A piece of the image's freestanding C (lhv/...) built for the host with a test driver
+    (harness/tests/host/<name>.c), with the image's warning flags: returns the executable."""
+    import subprocess
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    exe = tmp_path_factory.mktemp(name) / name
+    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(repo / "lhv"),
+                    "-o", str(exe), str(repo / "harness/tests/host" / (name + ".c"))]
+                   + [str(repo / src) for src in sources], check=True)
+    return exe
+
+
 def show(rec):
     """Readable run report for assertion messages."""
     return "\n" + report.table(rec)

@@ -139,11 +139,8 @@ def test_x2apic_at_hand_off_on_bochs(arch):
 
 @pytest.fixture(scope="module")
 def madt_host(tmp_path_factory):
-    exe = tmp_path_factory.mktemp("madt") / "madt_host"
-    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "lhv"),
-                    "-o", str(exe), str(REPO / "harness/tests/host/madt_host.c"),
-                    str(REPO / "lhv/arch/madt.c")], check=True)
-    return exe
+    from .conftest import build_host_tool
+    return build_host_tool(tmp_path_factory, "madt_host", "lhv/arch/madt.c")
 
 
 def local_apic(apic_id, flags=1, uid=0):

@@ -18,11 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def qr_host(tmp_path_factory):
-    exe = tmp_path_factory.mktemp("qr") / "qr_host"
-    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "lhv"),
-                    "-o", str(exe), str(REPO / "harness/tests/host/qr_host.c"),
-                    str(REPO / "lhv/console/qr.c")], check=True)
-    return exe
+    from .conftest import build_host_tool
+    return build_host_tool(tmp_path_factory, "qr_host", "lhv/console/qr.c")
 
 
 def encode(qr_host, text, max_version=40):
