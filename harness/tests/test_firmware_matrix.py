@@ -39,7 +39,6 @@ from harness.runner import RunSpec, run
 
 from .conftest import need_images, show
 
-REPO = Path(__file__).resolve().parents[2]
 FEW_TESTS = "vmx_lifecycle,ept_basic"
 
 

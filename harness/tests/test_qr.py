@@ -13,7 +13,6 @@ import pytest
 
 from harness import qrphoto
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
