@@ -55,8 +55,6 @@ LHV_SCENARIO_FLAGS(nmi_blocking, 0, "vmx,vnmi", 10000, SUBARCH_ALL,
 #define CALL_REPORT (GUEST_CALL_USER + 1)  /* EBX = NMIs L2's handler has taken */
 #define CALL_REPORT2 (GUEST_CALL_USER + 2) /* the same, after L2's IRET */
 #define MISC_HLT_STATE (1ull << 6)
-#define MIN_SPINS 2000
-#define WAIT_US 2000
 #define NMI_EXIT_INFO (INTR_INFO_VALID | INTR_TYPE_NMI | VECTOR_NMI)
 
 enum guest_op { OP_CALL, OP_SELF_NMI, OP_BLOCKED_IRET };
@@ -71,32 +69,11 @@ static const struct combo g_combos[] = {
     { "1/1", PIN_NMI_EXITING | PIN_VIRTUAL_NMIS },
 };
 
-static volatile uint32_t g_l1_nmis;
-
-static void count_and_keep_blocked(struct trap_frame *f)
-{
-    g_l1_nmis++;
-    nmi_keep_blocked(f);
-}
-
 static void send_self_nmi(void) { lapic_send_ipi(lapic_id(), ICR_NMI); }
-
-/* True when *count moved within about WAIT_US (and at least MIN_SPINS polls). */
-static bool count_moves(volatile uint32_t *count, uint32_t before)
-{
-    uint64_t end = rdtsc() + g_tsc_hz / 1000000 * WAIT_US;
-    for (int i = 0;; i++) {
-        if (*count != before)
-            return true;
-        if (i > MIN_SPINS && rdtsc() > end)
-            return false;
-        cpu_relax();
-    }
-}
 
 /* ---- L2 ---- */
 
-static void guest_wait(void) { delay_us(WAIT_US); }
+static void guest_wait(void) { delay_us(NMI_WAIT_US); }
 
 /* Reports g_nmi_guest_count, which L1 zeroes before each step: an NMI delivered before L2's first
  * instruction counts too. */
@@ -120,9 +97,9 @@ static uintptr_t nmi_guest(uintptr_t op)
 /* Takes an NMI and does not IRET: L1 is NMI-blocked afterwards. */
 static bool l1_block(struct scenario *s)
 {
-    uint32_t before = g_l1_nmis;
+    uint32_t before = g_nmi_taken;
     send_self_nmi();
-    if (count_moves(&g_l1_nmis, before))
+    if (nmi_count_moves(&g_nmi_taken, before))
         return true;
     return scenario_error(s, "a self-NMI sent by L1 (not blocked) was not delivered");
 }
@@ -131,21 +108,15 @@ static bool l1_block(struct scenario *s)
  * the probe pending if it was blocked before. */
 static bool l1_probe_blocked(void)
 {
-    uint32_t before = g_l1_nmis;
+    uint32_t before = g_nmi_taken;
     send_self_nmi();
-    return !count_moves(&g_l1_nmis, before);
+    return !nmi_count_moves(&g_nmi_taken, before);
 }
 
 /* IRET until no NMI is pending: L1 ends unblocked. */
 static bool l1_unblock_all(struct scenario *s)
 {
-    for (int i = 0; i < 4; i++) {
-        uint32_t before = g_l1_nmis;
-        nmi_iret();
-        if (!count_moves(&g_l1_nmis, before))
-            return true;
-    }
-    return scenario_error(s, "NMIs kept arriving after 4 IRETs");
+    return nmi_iret_until_quiet() || scenario_error(s, "NMIs kept arriving after 4 IRETs");
 }
 
 static void setup_step(struct vcpu *v, const struct combo *c, uint32_t interruptibility, enum guest_op op)
@@ -262,9 +233,9 @@ static bool step_iret_in_l2(struct scenario *s, struct vcpu *v, const struct com
         if (!expect_report(s, v, "D 1/0 NMI while L2 blocked: no exit", CALL_REPORT, &before_iret) ||
             !expect_report(s, v, "D 1/0 IRET in L2 does not unblock (SDM 26.3)", CALL_REPORT2, &after_iret))
             return false;
-        uint32_t before = g_l1_nmis;
+        uint32_t before = g_nmi_taken;
         nmi_iret();
-        if (!count_moves(&g_l1_nmis, before))
+        if (!nmi_count_moves(&g_nmi_taken, before))
             return scenario_bad(s, "D 1/0: expected L1 to take the pending NMI after its IRET, observed none");
         return true;
     }
@@ -286,13 +257,13 @@ static bool step_two_nmis(struct scenario *s, uint32_t *delivered)
         return false;
     send_self_nmi();
     send_self_nmi();
-    uint32_t before = g_l1_nmis;
+    uint32_t before = g_nmi_taken;
     for (int i = 0; i < 3; i++) {
-        uint32_t now = g_l1_nmis;
+        uint32_t now = g_nmi_taken;
         nmi_iret();
-        count_moves(&g_l1_nmis, now);
+        nmi_count_moves(&g_nmi_taken, now);
     }
-    *delivered = g_l1_nmis - before;
+    *delivered = g_nmi_taken - before;
     return true;
 }
 
@@ -366,8 +337,8 @@ static void nmi_blocking(struct scenario *s)
     vmcs_write(VMCS_GUEST_IDTR_BASE, guest_idt_build(&idt_limit));
     vmcs_write(VMCS_GUEST_IDTR_LIMIT, idt_limit);
     guest_idt_set_gate(VECTOR_NMI, (uintptr_t)nmi_guest_entry);
-    g_l1_nmis = 0;
-    nmi_set_hook(count_and_keep_blocked);
+    g_nmi_taken = 0;
+    nmi_set_hook(nmi_count_and_keep_blocked);
     nmi_blocking_steps(s, &v);
     nmi_set_hook(NULL);
     scenario_good(s); /* stands only if no step recorded anything worse */

@@ -44,32 +44,10 @@ LHV_SCENARIO_FLAGS(nmi_window, 0, "vmx,vnmi,nmi_window", 8000, SUBARCH_ALL,
 
 #define CALL_REPORT (GUEST_CALL_USER + 1)  /* EBX = NMIs L2's handler has taken */
 #define CALL_REPORT2 (GUEST_CALL_USER + 2) /* the same, after L2's IRET */
-#define MIN_SPINS 2000
-#define WAIT_US 2000
 #define NMI_INFO (INTR_INFO_VALID | INTR_TYPE_NMI | VECTOR_NMI)
 #define VNMI_PIN (PIN_NMI_EXITING | PIN_VIRTUAL_NMIS)
 
 enum guest_op { OP_CALL, OP_IRET };
-
-static volatile uint32_t g_l1_nmis;
-
-static void count_and_keep_blocked(struct trap_frame *f)
-{
-    g_l1_nmis++;
-    nmi_keep_blocked(f);
-}
-
-static bool count_moves(volatile uint32_t *count, uint32_t before)
-{
-    uint64_t end = rdtsc() + g_tsc_hz / 1000000 * WAIT_US;
-    for (int i = 0;; i++) {
-        if (*count != before)
-            return true;
-        if (i > MIN_SPINS && rdtsc() > end)
-            return false;
-        cpu_relax();
-    }
-}
 
 /* ---- L2: report the NMIs its handler took, then (OP_IRET) IRET and report again ---- */
 
@@ -194,11 +172,11 @@ static bool step_injection_before_window(struct scenario *s, struct vcpu *v)
  * unblocked (SDM 28.5.5: only NMI-caused exits block), and L1 must then take the NMI itself. */
 static bool step_pending_nmi_and_window(struct scenario *s, struct vcpu *v, uint32_t *first)
 {
-    uint32_t before = g_l1_nmis;
+    uint32_t before = g_nmi_taken;
     lapic_send_ipi(lapic_id(), ICR_NMI);
-    if (!count_moves(&g_l1_nmis, before))
+    if (!nmi_count_moves(&g_nmi_taken, before))
         return scenario_error(s, "6: a self-NMI sent by L1 (not blocked) was not delivered");
-    before = g_l1_nmis;
+    before = g_nmi_taken;
     lapic_send_ipi(lapic_id(), ICR_NMI); /* pending: L1 is blocked */
     setup_step(v, VNMI_PIN, true, 0, 0, OP_CALL);
     if (!vcpu_entered(s, v, vcpu_run_irq_off(v)))
@@ -208,7 +186,7 @@ static bool step_pending_nmi_and_window(struct scenario *s, struct vcpu *v, uint
         return true;
     if (*first != EXIT_NMI_WINDOW)
         return scenario_bad(s, "6: expected an NMI or NMI-window exit, observed %s exit (%u)", exit_name(v), *first);
-    if (count_moves(&g_l1_nmis, before))
+    if (nmi_count_moves(&g_nmi_taken, before))
         return true;
     return scenario_bad(s, "6: after the NMI-window exit, expected L1 (unblocked by the entry) to take the pending "
                            "NMI, observed none");
@@ -236,12 +214,7 @@ static bool step_inject_while_blocked(struct scenario *s, struct vcpu *v)
  * interrupts again. */
 static void l1_iret_until_quiet(void)
 {
-    for (int i = 0; i < 4; i++) {
-        uint32_t before = g_l1_nmis;
-        nmi_iret();
-        if (!count_moves(&g_l1_nmis, before))
-            break;
-    }
+    (void)nmi_iret_until_quiet(); /* at most 4 IRETs; the next step starts either way */
     irq_enable();
 }
 
@@ -270,8 +243,8 @@ static void nmi_window(struct scenario *s)
     vmcs_write(VMCS_GUEST_IDTR_BASE, guest_idt_build(&idt_limit));
     vmcs_write(VMCS_GUEST_IDTR_LIMIT, idt_limit);
     guest_idt_set_gate(VECTOR_NMI, (uintptr_t)nmi_guest_entry);
-    g_l1_nmis = 0;
-    nmi_set_hook(count_and_keep_blocked);
+    g_nmi_taken = 0;
+    nmi_set_hook(nmi_count_and_keep_blocked);
     nmi_window_steps(s, &v);
     nmi_set_hook(NULL);
     scenario_good(s); /* stands only if no step recorded anything worse */

@@ -150,6 +150,16 @@ void nmi_keep_blocked(struct trap_frame *f);
 void nmi_iret(void);
 extern const uint8_t nmi_iret_done[], nmi_guest_entry[];
 extern volatile uint32_t g_nmi_guest_count;
+/* For scenarios that study NMI blocking in L1: the hook nmi_count_and_keep_blocked counts each
+ * NMI L1 takes into g_nmi_taken and keeps NMIs blocked; nmi_count_moves() waits a bounded while
+ * (NMI_WAIT_US, and at least NMI_MIN_SPINS polls) for a count to move; nmi_iret_until_quiet()
+ * IRETs until no counted NMI follows (at most 4 times) and says whether L1 ended quiet. */
+#define NMI_WAIT_US 2000
+#define NMI_MIN_SPINS 2000
+extern volatile uint32_t g_nmi_taken;
+void nmi_count_and_keep_blocked(struct trap_frame *f);
+bool nmi_count_moves(volatile uint32_t *count, uint32_t before);
+bool nmi_iret_until_quiet(void);
 /* After a scenario (also one that aborted): a hook still installed is removed, and L1 IRETs so
  * that no NMI blocking outlives the scenario; a pending NMI is then counted as unexpected. */
 void nmi_after_scenario(void);

@@ -47,3 +47,34 @@ void nmi_after_scenario(void)
     g_nmi_hook = NULL;
     nmi_iret();
 }
+
+volatile uint32_t g_nmi_taken;
+
+void nmi_count_and_keep_blocked(struct trap_frame *f)
+{
+    g_nmi_taken++;
+    nmi_keep_blocked(f);
+}
+
+bool nmi_count_moves(volatile uint32_t *count, uint32_t before)
+{
+    uint64_t end = rdtsc() + g_tsc_hz / 1000000 * NMI_WAIT_US;
+    for (int i = 0;; i++) {
+        if (*count != before)
+            return true;
+        if (i > NMI_MIN_SPINS && rdtsc() > end)
+            return false;
+        cpu_relax();
+    }
+}
+
+bool nmi_iret_until_quiet(void)
+{
+    for (int i = 0; i < 4; i++) {
+        uint32_t before = g_nmi_taken;
+        nmi_iret();
+        if (!nmi_count_moves(&g_nmi_taken, before))
+            return true;
+    }
+    return false;
+}
