@@ -169,21 +169,27 @@ def validate_job(job):
 
 # --- results from lava-run's log --------------------------------------------------------------
 
-def parse_results(log_text):
-    """The test cases of suite `lhv` in a lava-run log (YAML lines on stderr): {case: result}
-    in order, and the lava job result (the `job` case of suite `lava`: pass/fail) or None."""
+def _log_entries(log_text, lvl):
+    """The entries (dicts) of one level ("results", "target"...) of a lava-run log, whose lines
+    are one-element YAML lists on stderr."""
     import yaml
-    cases, job = {}, None
     for line in log_text.splitlines():
-        if '"lvl": "results"' not in line and "lvl: results" not in line:
+        if '"lvl": "%s"' % lvl not in line and "lvl: %s" % lvl not in line:
             continue
         try:
             entry = yaml.safe_load(line)
         except yaml.YAMLError:
             continue
         entry = entry[0] if isinstance(entry, list) and entry else entry
-        if not isinstance(entry, dict):
-            continue
+        if isinstance(entry, dict):
+            yield entry
+
+
+def parse_results(log_text):
+    """The test cases of suite `lhv` in a lava-run log (YAML lines on stderr): {case: result}
+    in order, and the lava job result (the `job` case of suite `lava`: pass/fail) or None."""
+    cases, job = {}, None
+    for entry in _log_entries(log_text, "results"):
         msg = entry.get("msg") or {}
         if not isinstance(msg, dict):
             continue
@@ -196,26 +202,9 @@ def parse_results(log_text):
 
 def serial_from_log(log_text):
     """The target's output (the image's COM1) out of a lava-run log: the `target` lines."""
-    import yaml
-    out, sent = [], set()
-    for line in log_text.splitlines():
-        if '"lvl": "input"' in line:
-            try:
-                sent.add(str(yaml.safe_load(line).get("msg", "")).strip())
-            except (yaml.YAMLError, AttributeError):
-                pass
-            continue
-        if '"lvl": "target"' not in line and "lvl: target" not in line:
-            continue
-        try:
-            entry = yaml.safe_load(line)
-        except yaml.YAMLError:
-            continue
-        entry = entry[0] if isinstance(entry, list) and entry else entry
-        if isinstance(entry, dict):
-            msg = entry.get("msg")
-            if isinstance(msg, str):
-                out.append(msg.replace('\\"', '"'))     # LAVA escapes quotes for its YAML
+    sent = set(str(e.get("msg", "")).strip() for e in _log_entries(log_text, "input"))
+    out = [e["msg"].replace('\\"', '"')                 # LAVA escapes quotes for its YAML
+           for e in _log_entries(log_text, "target") if isinstance(e.get("msg"), str)]
     # With -nographic SeaBIOS writes to COM1 too ("Booting from ROM.." has no newline before
     # the banner): the image's output starts at its banner.
     for i, line in enumerate(out):
