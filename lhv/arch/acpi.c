@@ -112,9 +112,7 @@ static const uint8_t *madt_find_entry(uint8_t type, uint8_t min_len, bool (*matc
     const struct sdt_header *madt = acpi_find("APIC");
     if (!madt)
         return NULL;
-    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8;
-    const uint8_t *end = (const uint8_t *)madt + madt->length;
-    for (; p + 2 <= end && p[1] >= 2 && p + p[1] <= end; p += p[1])
+    for (const uint8_t *p = NULL; (p = madt_next_entry((const uint8_t *)madt, madt->length, p));)
         if (p[0] == type && p[1] >= min_len && match(p, key))
             return p;
     return NULL;

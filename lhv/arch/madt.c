@@ -10,12 +10,17 @@
 #define MADT_CPU_ENABLED 1u
 #define MADT_CPU_ONLINE_CAPABLE 2u
 
+const uint8_t *madt_next_entry(const uint8_t *madt, uint32_t madt_length, const uint8_t *prev)
+{
+    const uint8_t *p = prev ? prev + prev[1] : madt + MADT_FIRST_ENTRY, *end = madt + madt_length;
+    return p + 2 <= end && p[1] >= 2 && p + p[1] <= end ? p : NULL;
+}
+
 int madt_apic_ids(const uint8_t *madt, uint32_t madt_length, uint32_t *ids, int max, int *listed)
 {
-    const uint8_t *p = madt + MADT_FIRST_ENTRY, *end = madt + madt_length;
     int n = 0;
     *listed = 0;
-    while (p + 2 <= end && p[1] >= 2 && p + p[1] <= end) {
+    for (const uint8_t *p = NULL; (p = madt_next_entry(madt, madt_length, p));) {
         uint32_t flags, id;
         bool cpu = false;
         if (p[0] == MADT_LOCAL_APIC && p[1] >= 8) {
@@ -29,7 +34,6 @@ int madt_apic_ids(const uint8_t *madt, uint32_t madt_length, uint32_t *ids, int 
         }
         if (cpu && (flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE)) && (*listed)++ < max)
             ids[n++] = id;
-        p += p[1];
     }
     return n;
 }
