@@ -8,6 +8,8 @@
 #                   rounds per minute of the EPT/TLB family with repeat= against a reboot per round
 #   make deps       install the Debian packages all of this needs (apt-get; run as root)
 #   make lava-deps  opt-in: Debian's LAVA (lava-dispatcher, lava-common) for the lava target; CI runs it
+#   make qemu-backports  a QEMU with x2APIC under TCG (bookworm-backports' 10.x) unpacked into
+#                   .cache/qemu-backports, not installed: the firmware matrix's x2APIC hand-off cases
 #   make clean
 #   make iso-custom ARCH=amd64 CMDLINE="lhv_opt=0x24" OUT=x.iso   an ISO of the built ELF whose entry passes CMDLINE
 
@@ -32,7 +34,7 @@ TESTS := $(FIRST_TESTS) $(filter-out $(FIRST_TESTS),$(sort $(wildcard tests/*.c)
 SRCS := $(wildcard lhv/*.c lhv/*/*.c guest/*.c) $(wildcard lhv/*/*.S guest/*.S) $(TESTS)
 HEADERS := $(wildcard lhv/*.h lhv/*/*.h lhv/*/*.inc guest/*.h)
 
-.PHONY: all run test bench deps lava-deps clean iso-custom
+.PHONY: all run test bench deps lava-deps qemu-backports clean iso-custom
 all: $(foreach a,$(ARCHES),images/lhv-$(a).elf images/lhv-$(a).iso) images/font8x16.bin
 
 build/font8x16.bin: tools/mkfont.py
@@ -82,6 +84,10 @@ deps:
 lava-deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$(cat harness/apt-packages-lava.txt)
+
+# Debian 12's QEMU 7.2 has no x2APIC under TCG; tools/fetch_qemu_backports.py says why this is safe.
+qemu-backports:
+	$(PYTHON) tools/fetch_qemu_backports.py
 
 clean:
 	rm -rf build images

@@ -104,6 +104,22 @@ def sdm_references(source_text):
     return refs, cited
 
 
+def _qemu_args(rec, binary):
+    """--qemu when not Debian's, and the firmware matrix's variations (memory, -smp, no serial,
+    more QEMU arguments)."""
+    args = ["--qemu", binary] if binary and binary != "qemu-system-x86_64" else []
+    q = rec.get("qemu") or {}
+    if q.get("memory"):
+        args += ["--memory", q["memory"]]
+    if q.get("smp"):
+        args += ["--smp", q["smp"]]
+    if q.get("serial") is False:
+        args.append("--no-serial")
+    if q.get("args"):
+        args += ["--qemu-args", " ".join(shlex.quote(a) for a in q["args"])]
+    return args
+
+
 def _reproduce_command(rec, image_names):
     """One `python3 -m harness run` line with the run's options and the bundled image."""
     args = ["python3", "-m", "harness", "run", "--target", rec["target"], "--arch", rec["arch"]]
@@ -129,6 +145,8 @@ def _reproduce_command(rec, image_names):
     binary = (rec.get("command") or [None])[0]
     if rec["target"] == "bochs" and binary:
         args += ["--bochs", binary]  # the very build that ran (a path: Debian's or one built here)
+    if rec["target"].startswith("qemu"):
+        args += _qemu_args(rec, binary)
     args += ["--out", "runs/reproduced"]
     return " ".join(shlex.quote(a) for a in args)
 

@@ -126,6 +126,10 @@ def cmd_run(args):
         print("--bochs given but bochs is not among the targets (%s)" % ",".join(tgts),
               file=sys.stderr)
         return V.EXIT_USAGE
+    if args.qemu and not any(t.startswith("qemu") for t in tgts):
+        print("--qemu given but no qemu target is among the targets (%s)" % ",".join(tgts),
+              file=sys.stderr)
+        return V.EXIT_USAGE
     arches = _csv(args.arch) or ["amd64"]
     models = _csv(args.cpu_model) or [None]
     firmwares = _csv(args.firmware) or ["bios"]
@@ -139,7 +143,7 @@ def cmd_run(args):
         if fw not in T.TARGETS[t].firmwares:
             continue                      # e.g. Bochs boots by BIOS only
         # Several Bochs builds: the same run under each, side by side in the comparison.
-        programs = bochs_programs if t == "bochs" else [None]
+        programs = bochs_programs if t == "bochs" else [args.qemu] if t.startswith("qemu") else [None]
         for m, prog in itertools.product(by_target.get(t, [None]), programs):
             specs.append(RunSpec(target=t, program=prog, arch=a, cpu_model=m, cpus=args.cpus,
                                  firmware=fw, boot=args.boot, opt=args.opt, tests=args.tests,
@@ -269,6 +273,8 @@ def build_parser():
     r.add_argument("--arch", help="comma list of i386, amd64 (default amd64)")
     r.add_argument("--bochs", help="the Bochs binary (comma list: the same runs under each; "
                    "default $LHV_BOCHS, else bochs on PATH); implies --target bochs if none is given")
+    r.add_argument("--qemu", help="qemu-tcg, qemu-kvm: the QEMU binary (default $LHV_QEMU, else "
+                   "qemu-system-x86_64 on PATH), e.g. .cache/qemu-backports/qemu-system-x86_64")
     r.add_argument("--cpu-model", help="comma list; bochs: a model the build lists "
                    "(`bochs --help cpu`), default " + T.bochs.DEFAULT_MODEL + "; qemu: a -cpu value")
     r.add_argument("--cpus", type=int, help="CPU count (bochs 1..8, default 1; qemu default 2)")

@@ -210,6 +210,9 @@ def base_record(spec, rundir, verdict, reason, wall):
         "boot": t.medium(spec) if t else None,
         "options": {"opt": spec.opt, "tests": spec.tests, "inject": spec.inject,
                     "extra": spec.extra, "cmdline": spec.cmdline},
+        # The firmware matrix's QEMU variations, for the bundle's reproduce.sh.
+        "qemu": {"memory": spec.memory, "smp": spec.smp, "serial": spec.serial,
+                 "args": list(spec.qemu_args)},
         "timeout_s": spec.timeout,
         "wall_s": round(wall, 3),
         "verdict": verdict,

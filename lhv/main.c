@@ -150,7 +150,7 @@ static int count_vmx_on(void)
 
 static void print_banner(uint64_t opt)
 {
-    char cpu[80], caps[400];
+    char cpu[80], caps[400], cpus[200];
     cpu_description(cpu, sizeof(cpu));
     snprintf(g_banner, sizeof(g_banner), "LHV %s arch=%s boot=%s cpus=%d opt=0x%llx cpu=\"%s\"", LHV_VERSION,
              LHV_ARCH_NAME, g_boot_method, g_cpu_count, (unsigned long long)opt, cpu);
@@ -158,7 +158,9 @@ static void print_banner(uint64_t opt)
     screen_set_banner(g_banner);
     vmx_format_caps(caps, sizeof(caps));
     lhv_printf("%s\n", caps);
-    lhv_printf("LHV SMP cpus=%d vmxon=%d apic=%s\n", g_cpu_count, count_vmx_on(), lapic_is_x2apic() ? "x2apic" : "xapic");
+    smp_describe_cpus(cpus, sizeof(cpus));
+    lhv_printf("LHV SMP cpus=%d vmxon=%d apic=%s handoff=%s %s\n", g_cpu_count, count_vmx_on(),
+               lapic_is_x2apic() ? "x2apic" : "xapic", lapic_handoff_mode(), cpus);
     lhv_printf("LHV TSC start=%llu hz=%llu clock=%s\n", (unsigned long long)g_tsc_start, (unsigned long long)g_tsc_hz,
                g_clock_source);
 }

@@ -72,4 +72,4 @@ class QemuKvm(QemuTcg):
             raise Unavailable(reason)
         if not spec.cpu_model:
             spec.cpu_model = "host,+vmx"
-        return run_qemu(spec, rundir, accel=self.accel)
+        return run_qemu(spec, rundir, accel=self.accel, program=self.program)

@@ -1,7 +1,12 @@
 """QEMU with TCG: boots everything, has no VMX (every VMX scenario must SKIP).
 
 The QEMU machinery (command line, QMP monitor, screen read-back) lives here; qemu_kvm.py
-runs the same with -accel kvm.
+runs the same with -accel kvm. The binary is --qemu PATH (python3 -m harness run), else
+$LHV_QEMU, else Debian's qemu-system-x86_64.
+
+x2APIC under TCG came with QEMU 8.1; Debian 12's 7.2 has none. qemu_with_x2apic() finds a QEMU
+that has it for the firmware matrix's x2APIC hand-off cases: the chosen one, else the one that
+tools/fetch_qemu_backports.py unpacks from bookworm-backports into .cache/qemu-backports.
 """
 
 import json
@@ -12,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from .. import images
 from .. import screen as scr
@@ -20,6 +26,8 @@ from .base import Outcome, Target, Unavailable, kill, remove, serial_has_result
 
 OVMF = "/usr/share/ovmf/OVMF.fd"
 QEMU = "qemu-system-x86_64"
+BACKPORTS_QEMU = Path(__file__).resolve().parents[2] / ".cache" / "qemu-backports" / QEMU
+TCG_NO_X2APIC = "TCG doesn't support requested feature: CPUID.01H:ECX.x2apic"
 # QEMU: the image waits ~5 s after RESULT before isa-debug-exit; read the
 # screen within that window.
 QEMU_SCREEN_DELAY_S = 0.5
@@ -118,9 +126,14 @@ class MouseMover:
             self.error = "mouse input through QMP failed: %s" % e
 
 
-def qemu_version():
+def default_program():
+    """The QEMU to run when --qemu is not given: $LHV_QEMU or Debian's."""
+    return os.environ.get("LHV_QEMU") or QEMU
+
+
+def qemu_version(program=QEMU):
     try:
-        out = subprocess.run([QEMU, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        out = subprocess.run([program, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, timeout=20, text=True).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -128,8 +141,46 @@ def qemu_version():
     return m.group(1) if m else None
 
 
-def qemu_command(spec, rundir, monitor_path, accel):
-    cmd = [QEMU, "-name", "lhv", "-accel", accel,
+_X2APIC_PROBED = {}
+
+
+def tcg_has_x2apic(program):
+    """(True, version) when this QEMU's TCG offers x2APIC, else (False, why): asked of QEMU itself,
+    a CPU with +x2apic that it either takes or warns about, no guest run (cached per binary)."""
+    if program not in _X2APIC_PROBED:
+        version = qemu_version(program)
+        if version is None:
+            _X2APIC_PROBED[program] = (False, "%s does not run" % program)
+        else:
+            try:
+                out = subprocess.run([program, "-accel", "tcg", "-cpu", "qemu64,+x2apic", "-M", "pc",
+                                      "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"],
+                                     input="quit\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     timeout=60, text=True).stdout
+            except (OSError, subprocess.TimeoutExpired) as e:
+                out = TCG_NO_X2APIC + " (probe failed: %s)" % e
+            _X2APIC_PROBED[program] = (True, version) if TCG_NO_X2APIC not in out else \
+                (False, "QEMU %s (%s) has no x2APIC under TCG" % (version, program))
+    return _X2APIC_PROBED[program]
+
+
+def qemu_with_x2apic():
+    """(program, "") for a QEMU whose TCG has x2APIC, else (None, every reason found)."""
+    reasons = []
+    for program in dict.fromkeys([default_program(), str(BACKPORTS_QEMU)]):
+        if program == str(BACKPORTS_QEMU) and not BACKPORTS_QEMU.exists():
+            reasons.append("%s is not there (tools/setup.sh runs tools/fetch_qemu_backports.py)"
+                           % BACKPORTS_QEMU)
+            continue
+        ok, why = tcg_has_x2apic(program)
+        if ok:
+            return program, ""
+        reasons.append(why)
+    return None, "; ".join(reasons)
+
+
+def qemu_command(spec, rundir, monitor_path, accel, program=QEMU):
+    cmd = [program, "-name", "lhv", "-accel", accel,
            "-cpu", spec.cpu_model or ("max" if accel == "tcg" else "host"),
            "-smp", spec.smp or str(spec.cpus), "-m", spec.memory or "256", "-display", "none",
            "-no-reboot",
@@ -211,19 +262,20 @@ def _screen_agrees(rows, serial_path):
     return scr.check(rows, p.result, {t.id: t.verdict for t in p.tests})[0]
 
 
-def run_qemu(spec, rundir, accel="tcg"):
-    if shutil.which(QEMU) is None:
-        raise Unavailable("%s is not installed (apt-get install qemu-system-x86)" % QEMU)
+def run_qemu(spec, rundir, accel="tcg", program=QEMU):
+    if shutil.which(program) is None:
+        raise Unavailable("%s is not installed (apt-get install qemu-system-x86)" % program
+                          if program == QEMU else "%s is not an executable (--qemu or LHV_QEMU)" % program)
     if spec.firmware == "uefi" and not os.path.exists(OVMF):
         raise Unavailable("%s is missing (apt-get install ovmf)" % OVMF)
     font = None
     if spec.firmware == "uefi":
         font = scr.load_font(spec.font or images.require(images.font_path()))
-    o = Outcome(version=qemu_version())
+    o = Outcome(version=qemu_version(program))
     remove(rundir, "serial.log", "vga.bin", "screen.ppm", "qemu.log", "mouse.txt", "screen-qr.txt")
     mondir = tempfile.mkdtemp(prefix="lhvmon")      # unix socket paths must be short
     monpath = os.path.join(mondir, "m")
-    o.command = qemu_command(spec, rundir, monpath, accel)
+    o.command = qemu_command(spec, rundir, monpath, accel, program)
     o.logs = {"serial": str(rundir / "serial.log"), "emulator": str(rundir / "qemu.log"),
               "emulator_stdout": str(rundir / "qemu.out")}
     mon = None
@@ -322,8 +374,19 @@ class QemuTcg(Target):
     accel = "tcg"
     firmwares = ("bios", "uefi")
 
+    def __init__(self, program=None):
+        program = program or default_program()
+        # A path is made absolute: QEMU runs with the run directory as its working directory.
+        super().__init__(os.path.abspath(program) if os.sep in program else program)
+
     def version(self):
-        return qemu_version()
+        return qemu_version(self.program)
+
+    def display_name(self):
+        """qemu-tcg for Debian's QEMU; another one adds its version: qemu-tcg-10.0.2."""
+        if self.program == QEMU:
+            return self.name
+        return "%s-%s" % (self.name, self.version() or "unknown")
 
     def prepare(self, spec):
         super().prepare(spec)
@@ -344,4 +407,4 @@ class QemuTcg(Target):
         return spec.boot
 
     def run(self, spec, rundir):
-        return run_qemu(spec, rundir, accel=self.accel)
+        return run_qemu(spec, rundir, accel=self.accel, program=self.program)

@@ -141,6 +141,8 @@ def test_usage_errors():
     r = harness("run", "--target", "bochs", "--cpu-model", "nosuch_lake", env={"LHV_BOCHS": ""})
     assert r.returncode == V.EXIT_USAGE and "tigerlake" in r.stderr, r.stderr
     assert harness("frobnicate").returncode == V.EXIT_USAGE
+    r = harness("run", "--target", "bochs", "--qemu", "/usr/bin/qemu-system-x86_64")
+    assert r.returncode == V.EXIT_USAGE and "--qemu given" in r.stderr, r.stderr
 
 
 def test_make_run_default_configuration_exits_0():

@@ -61,6 +61,22 @@ def test_bundle_reproduce_command():
                    "--elf image/lhv-i386.elf --bochs /work/bochs/3.0/bin/bochs --out runs/reproduced")
 
 
+def test_bundle_reproduce_command_of_a_firmware_matrix_run():
+    """Another QEMU and the firmware matrix's variations come back as --qemu, --memory, --smp,
+    --no-serial and --qemu-args."""
+    rec = {"target": "qemu-tcg", "arch": "amd64", "cpus": 4, "firmware": "uefi", "boot": "cdrom",
+           "options": {"tests": "vmx_lifecycle"}, "command": ["/q/qemu-system-x86_64", "-name"],
+           "qemu": {"memory": "512", "smp": "2,sockets=2,cores=256,maxcpus=512", "serial": False,
+                    "args": ["-M", "q35", "-device", "max-x86_64-cpu,socket-id=1,core-id=0"]}}
+    cmd = _reproduce_command(rec, {"iso": "lhv-amd64.iso"})
+    assert cmd == ("python3 -m harness run --target qemu-tcg --arch amd64 --cpus 4 --firmware uefi "
+                   "--boot cdrom --tests vmx_lifecycle --iso image/lhv-amd64.iso --qemu /q/qemu-system-x86_64 "
+                   "--memory 512 --smp 2,sockets=2,cores=256,maxcpus=512 --no-serial --qemu-args "
+                   "'-M q35 -device max-x86_64-cpu,socket-id=1,core-id=0' --out runs/reproduced")
+    rec["command"][0], rec["qemu"] = "qemu-system-x86_64", {"serial": True}
+    assert " --qemu " not in _reproduce_command(rec, {}) and "--no-serial" not in _reproduce_command(rec, {})
+
+
 # ---------------------------------------------------------------- boots
 
 def _all_claiming(arch, *claims):

@@ -92,16 +92,18 @@ static const struct sdt_header *acpi_find(const char *sig)
 }
 
 /* APIC IDs of enabled (or online-capable) processors, in MADT order (the BSP is usually first);
- * x2APIC entries included (arch/madt.c). */
-int acpi_collect_apic_ids(uint32_t *ids, int max)
+ * x2APIC entries included (arch/madt.c), and counted in *x2apic_entries. */
+int acpi_collect_apic_ids(uint32_t *ids, int max, int *x2apic_entries)
 {
     const struct sdt_header *madt = acpi_find("APIC");
+    *x2apic_entries = 0;
     if (!madt)
         return 0;
-    int listed;
-    int n = madt_apic_ids((const uint8_t *)madt, madt->length, ids, max, &listed);
-    if (listed > max)
-        arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", listed, max);
+    struct madt_cpu_count count;
+    int n = madt_apic_ids((const uint8_t *)madt, madt->length, ids, max, &count);
+    if (count.listed > max)
+        arch_note("LHV NOTE: the MADT lists %d CPUs, LHV starts the first %d", count.listed, max);
+    *x2apic_entries = count.x2apic_entries;
     return n;
 }
 

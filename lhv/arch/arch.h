@@ -87,6 +87,8 @@ int this_cpu_index(void);
 void lapic_init_cpu(bool bsp);
 bool lapic_request_x2apic(void); /* apic=x2apic; false when the CPU has no x2APIC */
 bool lapic_is_x2apic(void);
+void lapic_seal_handoff(void);         /* the CPUs LHV got from the firmware have all started */
+const char *lapic_handoff_mode(void);  /* the mode they came in: x2apic, xapic, disabled, mixed */
 uint32_t lapic_id(void);
 void lapic_eoi(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
@@ -112,11 +114,14 @@ void delay_us(uint64_t us);
 /* ACPI: RSDP given by the boot loader (multiboot 2) or found by scanning BIOS memory. */
 void acpi_set_rsdp(const void *rsdp_copy, size_t len);
 bool acpi_oem_is(const char *oem6);
-int acpi_collect_apic_ids(uint32_t *ids, int max);
+int acpi_collect_apic_ids(uint32_t *ids, int max, int *x2apic_entries);
 uint16_t acpi_pm_timer_port(bool *bits32);
 /* setup runs on each AP before it counts as online (main.c hands in: enter VMX operation). */
 typedef void (*ap_setup_fn)(struct percpu *cpu);
 void smp_boot_aps(ap_setup_fn setup);
+/* "apic_ids=0-3,256 madt_x2apic=1": the started CPUs' APIC IDs (runs of consecutive IDs as
+ * ranges) and how many CPUs the MADT lists as x2APIC entries. */
+void smp_describe_cpus(char *buf, size_t size);
 extern uint8_t g_cpu_stacks[MAX_CPUS][CPU_STACK_SIZE]; /* [0] is the BSP's; each grows down to [i][0] */
 
 /* Start-up notes kept until the console can print them (arch/ is below the console). */

@@ -24,6 +24,13 @@ static volatile uint32_t *g_lapic_mmio;
 static bool g_x2apic;
 static bool g_one_shot_only; /* LHV_OPT 0x200: no periodic timer on any CPU */
 static bool g_want_x2apic; /* apic=x2apic: each CPU switches to x2APIC mode in lapic_init_cpu */
+/* The modes the CPUs were in when LHV got them (HANDOFF_* bits), until lapic_seal_handoff(): an
+ * AP that a scenario's INIT resets and LHV starts again is not handed over by the firmware. */
+#define HANDOFF_DISABLED 1u
+#define HANDOFF_XAPIC 2u
+#define HANDOFF_X2APIC 4u
+static uint32_t g_handoff_seen;
+static bool g_handoff_sealed;
 static uint32_t g_lapic_ticks_per_10ms;
 uint64_t g_tsc_hz;
 
@@ -101,12 +108,34 @@ bool lapic_request_x2apic(void)
 
 bool lapic_is_x2apic(void) { return g_x2apic; }
 
+static void note_handoff_mode(uint64_t base)
+{
+    uint32_t mode = !(base & APIC_BASE_ENABLE) ? HANDOFF_DISABLED
+                    : (base & APIC_BASE_X2APIC) ? HANDOFF_X2APIC : HANDOFF_XAPIC;
+    if (!__atomic_load_n(&g_handoff_sealed, __ATOMIC_ACQUIRE))
+        __atomic_or_fetch(&g_handoff_seen, mode, __ATOMIC_RELAXED);
+}
+
+void lapic_seal_handoff(void) { __atomic_store_n(&g_handoff_sealed, true, __ATOMIC_RELEASE); }
+
+/* "x2apic", "xapic" or "disabled" when every CPU came in that mode; "mixed" when they differ. */
+const char *lapic_handoff_mode(void)
+{
+    switch (g_handoff_seen) {
+    case HANDOFF_X2APIC: return "x2apic";
+    case HANDOFF_XAPIC: return "xapic";
+    case HANDOFF_DISABLED: return "disabled";
+    default: return "mixed";
+    }
+}
+
 /* BSP: the fast timer that drives the watchdog and the heartbeat. APs: a slow heartbeat.
  * Whichever mode the firmware left the APIC in is used: xAPIC through its MMIO page, x2APIC
  * (IA32_APIC_BASE bit 10) through MSRs 0x800-0x8ff throughout. */
 void lapic_init_cpu(bool bsp)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
+    note_handoff_mode(base);
     if (bsp)
         legacy_pic_disable();
     if (!(base & APIC_BASE_ENABLE))

@@ -16,23 +16,26 @@ const uint8_t *madt_next_entry(const uint8_t *madt, uint32_t madt_length, const 
     return p + 2 <= end && p[1] >= 2 && p + p[1] <= end ? p : NULL;
 }
 
-int madt_apic_ids(const uint8_t *madt, uint32_t madt_length, uint32_t *ids, int max, int *listed)
+int madt_apic_ids(const uint8_t *madt, uint32_t madt_length, uint32_t *ids, int max, struct madt_cpu_count *count)
 {
     int n = 0;
-    *listed = 0;
+    *count = (struct madt_cpu_count){ 0, 0 };
     for (const uint8_t *p = NULL; (p = madt_next_entry(madt, madt_length, p));) {
         uint32_t flags, id;
-        bool cpu = false;
-        if (p[0] == MADT_LOCAL_APIC && p[1] >= 8) {
-            memcpy(&flags, p + 4, 4);
-            id = p[3];
-            cpu = true;
-        } else if (p[0] == MADT_LOCAL_X2APIC && p[1] >= 16) {
+        bool x2apic = p[0] == MADT_LOCAL_X2APIC && p[1] >= 16;
+        if (x2apic) {
             memcpy(&flags, p + 8, 4);
             memcpy(&id, p + 4, 4);
-            cpu = true;
+        } else if (p[0] == MADT_LOCAL_APIC && p[1] >= 8) {
+            memcpy(&flags, p + 4, 4);
+            id = p[3];
+        } else {
+            continue;
         }
-        if (cpu && (flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE)) && (*listed)++ < max)
+        if (!(flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE)))
+            continue;
+        count->x2apic_entries += x2apic;
+        if (count->listed++ < max)
             ids[n++] = id;
     }
     return n;

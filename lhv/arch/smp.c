@@ -10,6 +10,7 @@ extern volatile uint64_t ap_boot_stack;
 extern volatile uint32_t ap_boot_cpu;
 
 static ap_setup_fn g_ap_setup;
+static int g_madt_x2apic_entries;
 
 /* Work for the APs: one slot per CPU, posted by the BSP, woken by an IPI. */
 struct cpu_work {
@@ -118,7 +119,7 @@ void smp_boot_aps(ap_setup_fn setup)
 {
     g_ap_setup = setup;
     uint32_t ids[MAX_CPUS];
-    int found = acpi_collect_apic_ids(ids, MAX_CPUS);
+    int found = acpi_collect_apic_ids(ids, MAX_CPUS, &g_madt_x2apic_entries);
     uint32_t bsp_id = lapic_id();
     g_cpus[0].apic_id = bsp_id;
     g_cpus[0].online = true;
@@ -127,6 +128,12 @@ void smp_boot_aps(ap_setup_fn setup)
     for (int i = 0; i < found; i++) {
         if (ids[i] == bsp_id)
             continue;
+        if (ids[i] >= 0xff && !lapic_is_x2apic()) {
+            /* An xAPIC ICR holds an 8-bit destination: the IPI would go to ID & 0xff (the BSP's
+             * own 0 for 256), and 0xff is the broadcast. The SDM wants x2APIC mode for these. */
+            arch_note("LHV NOTE: cpu with APIC ID %u not started: the APIC is in xAPIC mode", ids[i]);
+            continue;
+        }
         int index = g_cpu_count;
         g_cpus[index].index = index;
         g_cpus[index].apic_id = ids[i];
@@ -136,4 +143,22 @@ void smp_boot_aps(ap_setup_fn setup)
             arch_note("LHV NOTE: cpu with APIC ID %u did not start", ids[i]);
         }
     }
+    lapic_seal_handoff();
+}
+
+void smp_describe_cpus(char *buf, size_t size)
+{
+    size_t used = (size_t)snprintf(buf, size, "apic_ids=");
+    for (int i = 0; i < g_cpu_count && used < size; i++) {
+        uint32_t first = g_cpus[i].apic_id;
+        while (i + 1 < g_cpu_count && g_cpus[i + 1].apic_id == g_cpus[i].apic_id + 1)
+            i++;
+        const char *sep = used > 9 ? "," : "";
+        if (g_cpus[i].apic_id == first)
+            used += (size_t)snprintf(buf + used, size - used, "%s%u", sep, first);
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%u-%u", sep, first, g_cpus[i].apic_id);
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, " madt_x2apic=%d", g_madt_x2apic_entries);
 }
