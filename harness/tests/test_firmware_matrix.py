@@ -175,6 +175,27 @@ def test_x2apic_enabled_by_firmware_at_hand_off(case):
         assert [(t.id, t.verdict) for t in qr.tests] == [(s["id"], s["verdict"]) for s in rec["scenarios"]]
 
 
+GUARD_SELFTESTS = {"damage_cr3": V.ERROR, "damage_if": V.ERROR, "damage_timer": V.ERROR,
+                   "l1_fault": V.ERROR, "nmi": V.GOOD, "l1_hang": V.TIMEOUT}
+
+
+@pytest.mark.parametrize("arch", images.ARCHES)
+def test_guard_and_watchdog_under_firmware_x2apic(arch):
+    """With the firmware's x2APIC mode (and CPUs at 256 and up), the L1 guard's LAPIC-timer check,
+    the self-NMI and the watchdog's one-shot deadline all go through the x2APIC MSRs: each
+    selftest word still gets its own verdict."""
+    need_images()
+    qemu, why = qemu_with_x2apic()
+    if qemu is None:
+        pytest.skip(why)
+    rec = run(RunSpec(target="qemu-tcg", program=qemu, arch=arch, tests="vmx_lifecycle",
+                      extra="selftest=" + ",".join(GUARD_SELFTESTS), **x2apic_machine(2, 2)))
+    assert rec_smp(rec)[:2] == ("x2apic", "x2apic"), show(rec)
+    got = {s["id"].replace("selftest_", ""): s["verdict"] for s in rec["scenarios"] if s["id"].startswith("selftest_")}
+    assert got == GUARD_SELFTESTS, show(rec)
+    assert "LAPIC timer" in next(s["reason"] for s in rec["scenarios"] if s["id"] == "selftest_damage_timer")
+
+
 @pytest.mark.parametrize("arch", images.ARCHES)
 def test_x2apic_at_hand_off_on_bochs(arch):
     """Every CPU's local APIC in x2APIC mode from the start: the timer, EOIs and the INIT/SIPI
