@@ -150,7 +150,7 @@ static int count_vmx_on(void)
 
 static void print_banner(uint64_t opt)
 {
-    char cpu[80], caps[400], cpus[200];
+    char cpu[80], caps[400], cpus[320];
     cpu_description(cpu, sizeof(cpu));
     snprintf(g_banner, sizeof(g_banner), "LHV %s arch=%s boot=%s cpus=%d opt=0x%llx cpu=\"%s\"", LHV_VERSION,
              LHV_ARCH_NAME, g_boot_method, g_cpu_count, (unsigned long long)opt, cpu);

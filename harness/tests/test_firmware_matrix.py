@@ -21,7 +21,7 @@ one the QR code, says what serial says:
   TCG from 8.1 on, Debian 12's is 7.2: these cases run on the QEMU that
   tools/fetch_qemu_backports.py unpacks from bookworm-backports (tools/setup.sh runs it), or on
   --qemu/LHV_QEMU where that one has x2APIC, and are skipped with the reason otherwise. LHV's SMP
-  line says what it found: "apic=x2apic handoff=x2apic apic_ids=0-1,256-257 madt_x2apic=2".
+  line says what it found: "apic=x2apic handoff=x2apic madt_x2apic=2 apic_ids=0-1,256-257".
 
 Under Debian's QEMU 7.2, apic=x2apic only says that the CPU has none (a NOTE, xAPIC used); the
 apic=x2apic word (LHV switches every CPU itself) runs on Bochs, whose tigerlake has x2APIC, with

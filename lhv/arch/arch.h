@@ -119,8 +119,8 @@ uint16_t acpi_pm_timer_port(bool *bits32);
 /* setup runs on each AP before it counts as online (main.c hands in: enter VMX operation). */
 typedef void (*ap_setup_fn)(struct percpu *cpu);
 void smp_boot_aps(ap_setup_fn setup);
-/* "apic_ids=0-3,256 madt_x2apic=1": the started CPUs' APIC IDs (runs of consecutive IDs as
- * ranges) and how many CPUs the MADT lists as x2APIC entries. */
+/* "madt_x2apic=1 apic_ids=0-3,256": how many CPUs the MADT lists as x2APIC entries, and the
+ * started CPUs' APIC IDs (runs of consecutive IDs as ranges; "..." ends a list cut to size). */
 void smp_describe_cpus(char *buf, size_t size);
 extern uint8_t g_cpu_stacks[MAX_CPUS][CPU_STACK_SIZE]; /* [0] is the BSP's; each grows down to [i][0] */
 

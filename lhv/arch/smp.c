@@ -148,17 +148,18 @@ void smp_boot_aps(ap_setup_fn setup)
 
 void smp_describe_cpus(char *buf, size_t size)
 {
-    size_t used = (size_t)snprintf(buf, size, "apic_ids=");
+    size_t used = (size_t)snprintf(buf, size, "madt_x2apic=%d apic_ids=", g_madt_x2apic_entries);
+    size_t list_start = used;
     for (int i = 0; i < g_cpu_count && used < size; i++) {
         uint32_t first = g_cpus[i].apic_id;
         while (i + 1 < g_cpu_count && g_cpus[i + 1].apic_id == g_cpus[i].apic_id + 1)
             i++;
-        const char *sep = used > 9 ? "," : "";
+        const char *sep = used > list_start ? "," : "";
         if (g_cpus[i].apic_id == first)
             used += (size_t)snprintf(buf + used, size - used, "%s%u", sep, first);
         else
             used += (size_t)snprintf(buf + used, size - used, "%s%u-%u", sep, first, g_cpus[i].apic_id);
     }
-    if (used < size)
-        snprintf(buf + used, size - used, " madt_x2apic=%d", g_madt_x2apic_entries);
+    if (used >= size && size > 4)
+        memcpy(buf + size - 4, "...", 4); /* the list was cut: say so */
 }
