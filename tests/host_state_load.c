@@ -32,7 +32,7 @@
 #include "vmx/vmx.h"
 
 LHV_SCENARIO_FLAGS(host_state_load, 0, "vmx", 3000, SUBARCH_ALL,
-                   SCENARIO_REPEATABLE, host_state_load);
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, host_state_load);
 
 #define CR4_OSXSAVE (1u << 18)
 #define CPUID1_ECX_XSAVE (1u << 26)

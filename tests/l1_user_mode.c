@@ -28,7 +28,7 @@
 #include "vmx/vmx.h"
 
 LHV_SCENARIO_FLAGS(l1_user_mode, LHV_OPT_USER_MODE, "vmx", 3000, SUBARCH_ALL,
-                   SCENARIO_REPEATABLE, l1_user_mode);
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, l1_user_mode);
 
 _Static_assert(VECTOR_USER_RETURN == 0x42, "the user code below says int $0x42");
 #define GUEST_DONE_VALUE 0x5a

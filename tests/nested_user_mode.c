@@ -31,7 +31,7 @@
 #include "vmx/vmx.h"
 
 LHV_SCENARIO_FLAGS(nested_user_mode, LHV_OPT_NESTED_USER_MODE, "vmx", 3000, SUBARCH_ALL,
-                   SCENARIO_REPEATABLE, nested_user_mode);
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, nested_user_mode);
 
 #define CALL_FROM_CPL3 0x101 /* GUEST_CALL_USER + 1 */
 _Static_assert(CALL_FROM_CPL3 == GUEST_CALL_USER + 1, "keep the assembly's constant in step");

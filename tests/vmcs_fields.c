@@ -39,7 +39,7 @@
 #include "vmx/vmx.h"
 
 LHV_SCENARIO_FLAGS(vmcs_fields, 0, "vmx", 5000, SUBARCH_ALL,
-                   SCENARIO_REPEATABLE, vmcs_fields);
+                   SCENARIO_REPEATABLE | SCENARIO_NOISE_SAFE, vmcs_fields);
 
 #define MSR_VMX_VMCS_ENUM 0x48a
 #define MSR_VMX_PROCBASED3 0x492

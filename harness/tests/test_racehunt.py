@@ -88,9 +88,14 @@ def _all_claiming(arch, *claims):
     return ",".join("-" + sid for sid in others) or "*"
 
 
-def bochs(arch, tests, extra, inject=None, out=None):
+def bochs(arch, tests, extra, inject=None, out=None, opt=None):
     return run(RunSpec(target="bochs", arch=arch, cpu_model=MODEL, cpus=CPUS, tests=tests, inject=inject,
-                       extra=extra, out=str(out) if out else None))
+                       extra=extra, out=str(out) if out else None, opt=opt))
+
+
+# The default options plus USER_MODE (0x40) and NESTED_USER_MODE (0x800), which select the two
+# user-mode scenarios.
+OPT_WITH_USER_MODES = "0xced"
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -133,8 +138,11 @@ def test_bochs_noise_safe_scenarios_hold_under_noise(arch):
     """Every scenario that claims noise safety (and repeats), two rounds with NMIs and IPIs fired
     at the BSP: GOOD, or a known Bochs bug that shows without noise as well."""
     need_images()
-    rec = bochs(arch, _all_claiming(arch, "noise_safe", "repeatable"), "repeat=2 noise=nmi,ipi seed=7")
+    rec = bochs(arch, _all_claiming(arch, "noise_safe", "repeatable"), "repeat=2 noise=nmi,ipi seed=7",
+                opt=OPT_WITH_USER_MODES)
     assert rec["effective_verdict"] == V.GOOD and not rec["problems"], show(rec)
+    claimed = {s.id for s in registry_for(arch).scenarios if s.noise_safe and s.repeatable and arch in s.arches()}
+    assert {s["id"] for s in rec["scenarios"]} == claimed, show(rec)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
