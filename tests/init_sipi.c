@@ -209,10 +209,7 @@ static void ap_init_sipi(void *arg)
 {
     struct init_sipi_job *job = arg;
     static struct vcpu v;
-    memset(&v, 0, sizeof(v));
-    v.vmcs = g_ap_vmcs; /* not from the page pool: CPU 0 may allocate meanwhile */
-    v.vmcs_phys = vmx_alloc_region_phys(g_ap_vmcs);
-    if (!this_cpu()->vmx_on || vmcs_clear(v.vmcs_phys) != VMX_OK) {
+    if (!vcpu_prepare_on_page(&v, g_ap_vmcs)) {
         job->failed = STEP_SETUP;
         job->step = STEP_FINISHED;
         return;

@@ -183,6 +183,14 @@ void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg)
     v->regs.rdi = cfg->arg;
 }
 
+bool vcpu_prepare_on_page(struct vcpu *v, void *vmcs_page)
+{
+    memset(v, 0, sizeof(*v));
+    v->vmcs = vmcs_page;
+    v->vmcs_phys = vmx_alloc_region_phys(vmcs_page);
+    return this_cpu()->vmx_on && vmcs_clear(v->vmcs_phys) == VMX_OK;
+}
+
 void vcpu_init(struct vcpu *v, const struct guest_config *cfg)
 {
     memset(v, 0, sizeof(*v));

@@ -244,6 +244,10 @@ bool vcpu_expect_call(struct scenario *s, struct vcpu *v, uintptr_t call);
 /* For guests written in C (see guest/guest.h): sets RIP, RSP and the trampoline registers. */
 typedef uintptr_t (*vcpu_guest_fn)(uintptr_t arg);
 void vcpu_init_c_guest(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
+/* An AP's vcpu on a VMCS page the scenario owns (not the page pool, which CPU 0 may be using
+ * meanwhile): v zeroed and pointed at the page, VMCLEARed. False when this CPU is not in VMX
+ * operation or the VMCLEAR fails; then vcpu_init_*_prepared() would stop L1 with vmx_fail. */
+bool vcpu_prepare_on_page(struct vcpu *v, void *vmcs_page);
 /* The same with v->vmcs/vmcs_phys already set (a page the caller owns, for APs). */
 void vcpu_init_prepared(struct vcpu *v, const struct guest_config *cfg);
 void vcpu_init_c_guest_prepared(struct vcpu *v, struct guest_config *cfg, vcpu_guest_fn fn, uintptr_t arg);
