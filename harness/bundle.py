@@ -23,6 +23,7 @@ from . import images
 from . import screen as scr
 from . import verdicts as V
 from .logparse import parse_log
+from .targets.qemu_tcg import QEMU
 
 FAILING = (V.BAD, V.ERROR, V.TIMEOUT)
 
@@ -107,7 +108,7 @@ def sdm_references(source_text):
 def _qemu_args(rec, binary):
     """--qemu when not Debian's, and the firmware matrix's variations (memory, -smp, no serial,
     more QEMU arguments)."""
-    args = ["--qemu", binary] if binary and binary != "qemu-system-x86_64" else []
+    args = ["--qemu", binary] if binary and binary != QEMU else []
     q = rec.get("qemu") or {}
     if q.get("memory"):
         args += ["--memory", q["memory"]]

@@ -14,9 +14,10 @@ ships 7.2. bookworm-backports, in Debian's own archive, has a newer QEMU. This s
 - writes .cache/qemu-backports/qemu-system-x86_64, a wrapper that runs it with its own modules
   and firmware, and checks that it answers --version.
 
-It does nothing when the machine's QEMU already has x2APIC under TCG (it is 8.1 or newer), and
-is not an error when it cannot work (not Debian 12, no network): the harness then runs the
-x2APIC hand-off cases nowhere and says so in their skip reason.
+It does nothing when the machine's QEMU already has x2APIC under TCG (asked of QEMU the way the
+harness asks, harness/targets/qemu_tcg.py: tcg_has_x2apic), and is not an error when it cannot
+work (not Debian 12, no network): the harness then runs the x2APIC hand-off cases nowhere and
+says so in their skip reason.
 """
 
 import glob
@@ -28,6 +29,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from harness.targets.qemu_tcg import QEMU, tcg_has_x2apic  # noqa: E402  (after the path is set)
+
 DEST = REPO / ".cache" / "qemu-backports"
 WRAPPER = DEST / "qemu-system-x86_64"
 SUITE_OF = {"bookworm": "bookworm-backports"}
@@ -36,20 +40,10 @@ PACKAGES = ["qemu-system-x86", "qemu-system-common", "qemu-system-data", "qemu-s
 MODULE_DIR = "usr/lib/x86_64-linux-gnu/qemu"
 FIRMWARE_DIRS = ["usr/share/qemu", "usr/share/seabios"]
 SYSTEM_IPXE = "/usr/lib/ipxe/qemu"        # Debian 12's ipxe-qemu: QEMU's option ROMs
-X2APIC_TCG_SINCE = (8, 1)
 
 
 def say(msg):
     print("fetch_qemu_backports: %s" % msg, flush=True)
-
-
-def qemu_version(program):
-    try:
-        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r"version (\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def codename():
@@ -126,13 +120,15 @@ exec "$here/root/usr/bin/qemu-system-x86_64" %s -L %s "$@"
 
 
 def main():
-    have = qemu_version("qemu-system-x86_64")
-    if have and have >= X2APIC_TCG_SINCE:
-        say("the machine's QEMU %d.%d already has x2APIC under TCG; nothing to fetch" % have)
+    has_it, version = tcg_has_x2apic(QEMU)
+    if has_it:
+        say("the machine's QEMU %s already has x2APIC under TCG; nothing to fetch" % version)
         return 0
-    if WRAPPER.exists() and (qemu_version(str(WRAPPER)) or (0, 0)) >= X2APIC_TCG_SINCE:
-        say("%s is there (QEMU %d.%d)" % ((WRAPPER.relative_to(REPO),) + qemu_version(str(WRAPPER))))
-        return 0
+    if WRAPPER.exists():
+        has_it, version = tcg_has_x2apic(str(WRAPPER))
+        if has_it:
+            say("%s is there (QEMU %s)" % (WRAPPER.relative_to(REPO), version))
+            return 0
     release = codename()
     if release not in SUITE_OF:
         say("no backports suite known for %r; the x2APIC hand-off cases will be skipped" % release)
@@ -159,11 +155,11 @@ def main():
         say("leaving out %s (a library it needs is not installed)" % so.name)
         so.unlink()
     write_wrapper()
-    got = qemu_version(str(WRAPPER))
-    if not got:
-        say("the unpacked QEMU does not run; the x2APIC hand-off cases will be skipped")
+    has_it, why = tcg_has_x2apic(str(WRAPPER))
+    if not has_it:
+        say("%s; the x2APIC hand-off cases will be skipped" % why)
         return 0
-    say("QEMU %d.%d from %s in %s" % (got + (SUITE_OF[release], WRAPPER.relative_to(REPO))))
+    say("QEMU %s from %s in %s" % (why, SUITE_OF[release], WRAPPER.relative_to(REPO)))
     return 0
 
 

@@ -9,6 +9,7 @@ that has it for the firmware matrix's x2APIC hand-off cases: the chosen one, els
 tools/fetch_qemu_backports.py unpacks from bookworm-backports into .cache/qemu-backports.
 """
 
+import functools
 import json
 import os
 import re
@@ -141,27 +142,22 @@ def qemu_version(program=QEMU):
     return m.group(1) if m else None
 
 
-_X2APIC_PROBED = {}
-
-
+@functools.lru_cache(maxsize=None)
 def tcg_has_x2apic(program):
     """(True, version) when this QEMU's TCG offers x2APIC, else (False, why): asked of QEMU itself,
     a CPU with +x2apic that it either takes or warns about, no guest run (cached per binary)."""
-    if program not in _X2APIC_PROBED:
-        version = qemu_version(program)
-        if version is None:
-            _X2APIC_PROBED[program] = (False, "%s does not run" % program)
-        else:
-            try:
-                out = subprocess.run([program, "-accel", "tcg", "-cpu", "qemu64,+x2apic", "-M", "pc",
-                                      "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"],
-                                     input="quit\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     timeout=60, text=True).stdout
-            except (OSError, subprocess.TimeoutExpired) as e:
-                out = TCG_NO_X2APIC + " (probe failed: %s)" % e
-            _X2APIC_PROBED[program] = (True, version) if TCG_NO_X2APIC not in out else \
-                (False, "QEMU %s (%s) has no x2APIC under TCG" % (version, program))
-    return _X2APIC_PROBED[program]
+    version = qemu_version(program)
+    if version is None:
+        return False, "%s does not run" % program
+    try:
+        out = subprocess.run([program, "-accel", "tcg", "-cpu", "qemu64,+x2apic", "-M", "pc", "-nodefaults",
+                              "-display", "none", "-S", "-monitor", "stdio"], input="quit\n",
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, text=True).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, "QEMU %s (%s): the x2APIC probe failed: %s" % (version, program, e)
+    if TCG_NO_X2APIC in out:
+        return False, "QEMU %s (%s) has no x2APIC under TCG" % (version, program)
+    return True, version
 
 
 def qemu_with_x2apic():
